@@ -1,0 +1,208 @@
+"""PostgreSQL access: the only place that opens connections.
+
+Rows come back as mappings (RealDictCursor). Every connection says
+application_name=dnl_ad so a DBA can see us in pg_stat_activity. When the server goes
+away the broken connection is dropped and the next use reconnects, waiting with a
+growing, capped backoff between attempts; the outage is logged once when it starts and
+once when it ends, never once per retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = "dnl_ad"
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+# Errors that mean "the server or the network went away", as opposed to a bad query.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+
+Cursor = psycopg2.extras.RealDictCursor
+Connection = psycopg2.extensions.connection
+
+
+def mask_dsn(dsn: str) -> str:
+    """The DSN with its password hidden, and only host/port/dbname/user kept: safe to log."""
+    try:
+        parts = psycopg2.extensions.parse_dsn(dsn)
+    except Exception:
+        return "<unparseable DSN>"
+    keep = [f"{k}={parts[k]}" for k in ("host", "port", "dbname", "user") if parts.get(k)]
+    return " ".join(keep) or "<default DSN>"
+
+
+_PASSWORD_IN_TEXT = re.compile(r"(password\s*=\s*)(\S+)|(://[^:/@\s]*:)([^@\s]+)(@)", re.I)
+
+
+def scrub(text: str) -> str:
+    """Remove passwords from an error text (libpq sometimes echoes the connection string)."""
+    return _PASSWORD_IN_TEXT.sub(
+        lambda m: (m.group(1) + "***") if m.group(1) else (m.group(3) + "***" + m.group(5)),
+        text,
+    )
+
+
+def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10) -> Connection:
+    """Open one connection with dnl_ad's session settings (UTC, mapping rows)."""
+    conn = psycopg2.connect(
+        dsn,
+        application_name=APPLICATION_NAME,
+        connect_timeout=connect_timeout,
+        cursor_factory=psycopg2.extras.RealDictCursor,
+    )
+    conn.autocommit = autocommit
+    with conn.cursor() as cur:
+        cur.execute("SET TIME ZONE 'UTC'")
+    if not autocommit:
+        conn.commit()
+    return conn
+
+
+class Database:
+    """A lazily (re)opened connection with outage bookkeeping.
+
+    `transaction()` is the unit of work: it yields a cursor, commits on success, rolls
+    back on any exception, and forgets the connection when the exception says the server
+    is gone, so the next call reconnects.
+    """
+
+    def __init__(self, dsn: str, *, min_backoff: float = 0.5, max_backoff: float = 30.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._dsn = dsn
+        self._conn: Connection | None = None
+        self._min_backoff, self._max_backoff = min_backoff, max_backoff
+        self._sleep = sleep
+        self.down_since: float | None = None
+
+    @property
+    def safe_name(self) -> str:
+        return mask_dsn(self._dsn)
+
+    def connection(self, *, attempts: int = 1) -> Connection:
+        """A live connection, reconnecting up to `attempts` times with backoff."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        delay = self._min_backoff
+        for attempt in range(1, attempts + 1):
+            try:
+                self._conn = connect(self._dsn)
+            except CONNECTION_ERRORS as exc:
+                self._mark_down(exc)
+                if attempt == attempts:
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            self._mark_up()
+            return self._conn
+        raise AssertionError("unreachable")
+
+    def _mark_down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.error("database %s is unreachable: %s", self.safe_name,
+                      scrub(str(exc)).strip().splitlines()[0] if str(exc).strip() else exc)
+
+    def _mark_up(self) -> None:
+        if self.down_since is not None:
+            seconds = time.monotonic() - self.down_since
+            log.warning("database %s is back after %.1f s", self.safe_name, seconds)
+            self.down_since = None
+
+    def drop(self) -> None:
+        """Forget the connection (closing it if possible); the next use reconnects."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken: nothing to close cleanly
+                pass
+        self._conn = None
+
+    @contextmanager
+    def transaction(self, *, attempts: int = 3) -> Iterator[Cursor]:
+        """One transaction on a live connection; commit on success, roll back otherwise."""
+        conn = self.connection(attempts=attempts)
+        try:
+            with conn.cursor() as cur:
+                yield cur
+            conn.commit()
+        except CONNECTION_ERRORS as exc:
+            self._mark_down(exc)
+            self.drop()
+            raise
+        except BaseException:
+            try:
+                conn.rollback()
+            except CONNECTION_ERRORS as exc:
+                self._mark_down(exc)
+                self.drop()
+            raise
+
+    def run(self, work: Callable[[Cursor], Any], *, retries: int = 2) -> Any:
+        """Run `work(cursor)` in a transaction, retrying it whole when the server went away.
+
+        Safe only for work that is idempotent or fully transactional, which is every
+        sweep here: a transaction cut by a disconnect committed nothing.
+        """
+        delay = self._min_backoff
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction() as cur:
+                    return work(cur)
+            except CONNECTION_ERRORS:
+                if attempt == retries:
+                    raise
+                self._sleep(delay)
+                delay = min(delay * 2, self._max_backoff)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.drop()
+
+
+def run_sql_file(cur: Cursor, name: str) -> None:
+    """Execute one of the package's own SQL files (no data is ever formatted into it)."""
+    cur.execute((SQL_DIR / name).read_text(encoding="utf-8"))
+
+
+def table_columns(cur: Cursor, schema: str = "public") -> dict[str, set[str]]:
+    """table -> set of column names in `schema` (used by check and the schema tests)."""
+    cur.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s",
+        (schema,),
+    )
+    found: dict[str, set[str]] = {}
+    for row in cur.fetchall():
+        found.setdefault(row["table_name"], set()).add(row["column_name"])
+    return found
+
+
+def ensure_cdr_partition(cur: Cursor, day: Any) -> str:
+    """Create the cdr_report_detailYYYYMMDD child for one UTC day if it is missing.
+
+    The switch creates these itself; tests and the demo need them too.
+    """
+    import datetime as dt
+
+    name = f"cdr_report_detail{day:%Y%m%d}"
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF cdr_report_detail "
+            "FOR VALUES FROM (%s) TO (%s)"
+        ).format(sql.Identifier(name)),
+        (start, start + dt.timedelta(days=1)),
+    )
+    return name

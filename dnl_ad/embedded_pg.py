@@ -1,0 +1,108 @@
+"""A real PostgreSQL for the tests, the demo and the benchmarks, with no system install.
+
+The `pgserver` wheel carries PostgreSQL binaries and handles running as root (it runs
+the server as a dedicated system user). Databases are built from the project's own
+provider-subset SQL plus dnl_ad's migrations; tests clone a ready template database,
+which costs milliseconds instead of re-running the DDL each time.
+
+pgserver is a test/demo dependency only; the daemon never imports this module.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from psycopg2 import sql
+
+from . import db, migrations
+
+
+class EmbeddedPostgres:
+    """One pgserver instance in a data directory of our choosing."""
+
+    def __init__(self, pgdata: Path) -> None:
+        import pgserver
+
+        self.pgdata = Path(pgdata)
+        self.server: Any = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        self.admin_dsn: str = self.server.get_uri()
+
+    def dsn(self, dbname: str) -> str:
+        return self.server.get_uri(dbname)
+
+    def _pg_ctl(self, *args: str) -> None:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", *args], pgdata=self.pgdata, user=self.server.system_user)
+
+    def restart(self) -> None:
+        """Restart the server process (same socket, same data): clients see it go away."""
+        self._pg_ctl("-m", "fast", "restart")
+
+    def stop_server(self) -> None:
+        self._pg_ctl("-m", "fast", "stop")
+
+    def start_server(self) -> None:
+        self.server.ensure_postgres_running()
+
+    def cleanup(self) -> None:
+        try:
+            self.server.cleanup()
+        except (subprocess.SubprocessError, OSError):
+            pass
+
+
+def dsn_for(admin_dsn: str, dbname: str) -> str:
+    """The admin DSN pointed at another database (URI or key=value form)."""
+    if "://" in admin_dsn:
+        head, _, tail = admin_dsn.partition("?")
+        base = head.rsplit("/", 1)[0]
+        return f"{base}/{quote(dbname)}" + (f"?{tail}" if tail else "")
+    return f"{admin_dsn} dbname={dbname}"
+
+
+def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> None:
+    conn = db.connect(admin_dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            if template:
+                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(name), sql.Identifier(template)))
+            else:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def drop_database(admin_dsn: str, name: str) -> None:
+    conn = db.connect(admin_dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+    finally:
+        conn.close()
+
+
+def load_provider_schema(dsn: str, own_schema: str = "dnl_ad") -> None:
+    """Provider subset tables, then dnl_ad's own migrations, in one transaction."""
+    conn = db.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            db.run_sql_file(cur, "provider_schema.sql")
+            migrations.migrate(cur, own_schema)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def build_provider_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad") -> str:
+    """A new database holding the provider subset and the own schema; returns its DSN."""
+    drop_database(admin_dsn, name)
+    create_database(admin_dsn, name)
+    dsn = dsn_for(admin_dsn, name)
+    load_provider_schema(dsn, own_schema)
+    return dsn

@@ -1,0 +1,86 @@
+"""Migrations of dnl_ad's own schema (OWN_SCHEMA, default `dnl_ad`) in the provider database.
+
+Each migration is a SQL file in dnl_ad/sql named own_NNN_*.sql, run once, in order,
+with search_path set to the own schema, so the files name tables unqualified and the
+schema name (configurable) is never formatted into SQL text. A transaction-level
+advisory lock makes two daemons starting at once migrate one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from psycopg2 import sql
+
+from .db import SQL_DIR, Cursor
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_FILE = re.compile(r"^own_(\d{3})_[a-z0-9_]+\.sql$")
+# Arbitrary constant: the advisory lock key dnl_ad migrations serialise on.
+_LOCK_KEY = 0x646E6C5F6164
+
+
+def available() -> list[tuple[int, str]]:
+    """(version, file name) of every shipped migration, in order."""
+    found = []
+    for path in SQL_DIR.iterdir():
+        m = _MIGRATION_FILE.match(path.name)
+        if m:
+            found.append((int(m.group(1)), path.name))
+    found.sort()
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a version number: {versions}")
+    return found
+
+
+def applied(cur: Cursor, schema: str) -> set[int]:
+    """Versions already applied; empty when the schema or its version table is missing."""
+    cur.execute("SELECT to_regclass(%s) AS t", (f"{schema}.schema_version",))
+    if cur.fetchone()["t"] is None:
+        return set()
+    cur.execute(sql.SQL("SELECT version FROM {}.schema_version").format(sql.Identifier(schema)))
+    return {row["version"] for row in cur.fetchall()}
+
+
+def pending(cur: Cursor, schema: str) -> list[tuple[int, str]]:
+    done = applied(cur, schema)
+    return [(v, name) for v, name in available() if v not in done]
+
+
+def migrate(cur: Cursor, schema: str) -> list[str]:
+    """Create the schema and apply what is missing, inside the caller's transaction.
+
+    Returns the names of the files applied (empty when already up to date).
+    """
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+    ident = sql.Identifier(schema)
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+    cur.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {}.schema_version ("
+            " version integer PRIMARY KEY,"
+            " name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        ).format(ident)
+    )
+    todo = pending(cur, schema)
+    names = []
+    for version, name in todo:
+        cur.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(ident))
+        cur.execute((SQL_DIR / name).read_text(encoding="utf-8"))
+        cur.execute(
+            sql.SQL("INSERT INTO {}.schema_version (version, name) VALUES (%s, %s)").format(ident),
+            (version, name),
+        )
+        log.info("migration %s applied to schema %s", name, schema)
+        names.append(name)
+    cur.execute("SET LOCAL search_path TO DEFAULT")
+    return names
+
+
+def own(schema: str, table: str) -> sql.Composed:
+    """A qualified, quoted reference to one of dnl_ad's own tables for psycopg2.sql."""
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))

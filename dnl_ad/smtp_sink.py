@@ -1,0 +1,131 @@
+"""A real SMTP server on loopback (aiosmtpd) for the tests, the demo and the benchmarks.
+
+It records every message it accepts, parsed, and can be told to answer 4xx or 5xx for
+chosen recipients, or to drop the connection when a given message arrives, so the
+delivery code is exercised against real SMTP behaviour rather than a mock. With
+`eml_dir` it also writes every accepted message as an .eml file (the demo's sink).
+
+aiosmtpd is a test/demo dependency only; the daemon itself never imports this module.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import socket
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+    raw: bytes
+    peer: Any  # (host, port) of the client: one value per SMTP connection
+
+
+@dataclass
+class _Rules:
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    drop_on_message: set[int] = field(default_factory=set)
+
+
+class RecordingHandler:
+    """aiosmtpd handler: records, refuses on demand, drops on demand."""
+
+    def __init__(self, eml_dir: Path | None = None) -> None:
+        self.messages: list[Received] = []
+        self.rules = _Rules()
+        self.data_count = 0  # DATA commands seen, including dropped ones
+        self.eml_dir = eml_dir
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        reply = self.rules.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        with self.lock:
+            self.data_count += 1
+            n = self.data_count
+        if n in self.rules.drop_on_message:
+            server.transport.close()
+            return "421 closing"  # never reaches the client: the transport is gone
+        raw = envelope.original_content or envelope.content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), msg, raw, session.peer)
+        with self.lock:
+            self.messages.append(received)
+            index = len(self.messages)
+        if self.eml_dir is not None:
+            self.eml_dir.mkdir(parents=True, exist_ok=True)
+            (self.eml_dir / f"{index:05d}.eml").write_bytes(raw)
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SmtpSink:
+    """A started SMTP server on 127.0.0.1 with its recording handler.
+
+    `kwargs` go to aiosmtpd's Controller (tls_context, require_starttls, authenticator,
+    auth_require_tls, ssl_context ...), so TLS and AUTH tests use the same sink.
+    """
+
+    def __init__(self, eml_dir: Path | None = None, **kwargs: Any) -> None:
+        self.handler = RecordingHandler(eml_dir)
+        self.host = "127.0.0.1"
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname=self.host, port=self.port, **kwargs)
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what the tests look at and steer
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def connections(self) -> int:
+        """How many distinct SMTP connections delivered accepted messages."""
+        return len({m.peer for m in self.handler.messages})
+
+    def reply_for(self, address: str, reply: str) -> None:
+        """Answer RCPT TO:<address> with `reply` (for example '450 4.2.0 mailbox busy')."""
+        self.handler.rules.rcpt_replies[address.lower()] = reply
+
+    def clear_replies(self) -> None:
+        self.handler.rules.rcpt_replies.clear()
+
+    def drop_on_message(self, n: int) -> None:
+        """Close the connection, unanswered, when the n-th DATA (counted from start) arrives."""
+        self.handler.rules.drop_on_message.add(n)
+
+    def reset(self) -> None:
+        with self.handler.lock:
+            self.handler.messages.clear()
+            self.handler.rules = _Rules()
