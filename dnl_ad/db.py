@@ -172,6 +172,43 @@ class Database:
         self.drop()
 
 
+class DryRunRollback(Exception):
+    """Raised inside a dry-run unit of work so that everything it wrote is rolled back."""
+
+
+@contextmanager
+def unit_of_work(database: Database, *, dry_run: bool) -> Iterator[Cursor]:
+    """A transaction that commits normally, or always rolls back in dry run.
+
+    Alerts do the same work either way (same queries, same row locks, same state
+    writes), so a dry run shows exactly what a real run would do and writes nothing.
+    """
+    try:
+        with database.transaction() as cur:
+            yield cur
+            if dry_run:
+                raise DryRunRollback
+    except DryRunRollback:
+        pass
+
+
+@contextmanager
+def savepoint(cur: Cursor, name: str = "dnl_ad_item") -> Iterator[None]:
+    """Isolate one client's writes: an error rolls back only to the savepoint.
+
+    The caller logs the error and goes on with the next client; the enclosing
+    transaction stays usable.
+    """
+    ident = sql.Identifier(name)
+    cur.execute(sql.SQL("SAVEPOINT {}").format(ident))
+    try:
+        yield
+    except BaseException:
+        cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(ident))
+        raise
+    cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(ident))
+
+
 def run_sql_file(cur: Cursor, name: str) -> None:
     """Execute one of the package's own SQL files (no data is ever formatted into it)."""
     cur.execute((SQL_DIR / name).read_text(encoding="utf-8"))

@@ -1,0 +1,1 @@
+"""Mail: rendering templates, building MIME messages, talking SMTP. Knows no clients."""

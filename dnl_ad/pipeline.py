@@ -1,0 +1,65 @@
+"""Decide -> queue: the one path by which every alert hands a Notice to the outbox.
+
+A Pipeline is opened once per sweep, inside the sweep's transaction: it reads the
+provider's mail settings (mail_tmplate, mail_sender, system_parameter) once, then
+`queue()` renders each notice exactly once and enqueues it under its dedupe key in the
+same transaction as the alert's provider state writes. In dry run it writes an .eml
+file instead and the caller's unit of work rolls back (db.unit_of_work).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import outbox
+from .config import Settings
+from .db import Cursor
+from .mail import message as mail_message
+from .mail import render as mail_render
+from .notice import Notice
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, mail_config: mail_render.MailConfig) -> None:
+        self.settings = settings
+        self.mail_config = mail_config
+        self.queued = 0
+        self.duplicates = 0
+        self.failed = 0
+
+    @classmethod
+    def open(cls, cur: Cursor, settings: Settings) -> Pipeline:
+        return cls(settings, mail_render.MailConfig.load(cur, settings))
+
+    @property
+    def system(self) -> Mapping[str, Any]:
+        """The system_parameter row (sys_timezone, finance_email, fromemail, ...)."""
+        return self.mail_config.system
+
+    def queue(self, cur: Cursor, notice: Notice) -> bool:
+        """Render and enqueue one notice. True when newly queued (or dry-run written);
+        False when its dedupe key was already in the outbox."""
+        rendered = mail_render.render_notice(notice, self.mail_config)
+        mail = mail_message.build(notice, rendered, self.mail_config)
+        if self.settings.dry_run:
+            path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
+            log.info("dry run: %s client %s to %s subject %r written to %s", notice.kind,
+                     notice.client_id, ", ".join(mail.to + mail.cc) or "(nobody)",
+                     mail.subject, path)
+            self.queued += 1
+            return True
+        new = outbox.enqueue(cur, self.settings.own_schema, notice, mail)
+        if new:
+            self.queued += 1
+            log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
+                     notice.client_id, ", ".join(mail.to + mail.cc) or "(nobody)", mail.subject,
+                     notice.dedupe_key)
+        else:
+            self.duplicates += 1
+            log.debug("already queued: %s", notice.dedupe_key)
+        return new
