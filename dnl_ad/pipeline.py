@@ -31,6 +31,7 @@ class Pipeline:
         self.queued = 0
         self.duplicates = 0
         self.failed = 0
+        self.mails: list[mail_message.Mail] = []  # dry run: what would be sent
 
     @classmethod
     def open(cls, cur: Cursor, settings: Settings) -> Pipeline:
@@ -52,6 +53,7 @@ class Pipeline:
                      notice.client_id, ", ".join(mail.to + mail.cc) or "(nobody)",
                      mail.subject, path)
             self.queued += 1
+            self.mails.append(mail)
             return True
         new = outbox.enqueue(cur, self.settings.own_schema, notice, mail)
         if new:
