@@ -26,3 +26,15 @@ def enqueue(cur: Cursor, schema: str, notice: Notice, mail: Mail) -> bool:
          notice.decided_at, notice.decided_at),
     )
     return cur.fetchone() is not None
+
+
+def already_queued(cur: Cursor, schema: str, keys: list[str]) -> set[str]:
+    """Which of `keys` are in the outbox already (one query for a whole sweep)."""
+    if not keys:
+        return set()
+    cur.execute(
+        sql.SQL("SELECT dedupe_key FROM {}.outbox WHERE dedupe_key = ANY(%s)").format(
+            sql.Identifier(schema)),
+        (keys,),
+    )
+    return {row["dedupe_key"] for row in cur.fetchall()}
