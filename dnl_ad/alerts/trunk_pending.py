@@ -1,0 +1,129 @@
+"""Alert 6: warn a trunk's client that its rate deck must be downloaded before a deadline.
+
+Stages. The one-day stage ("24") always exists. The UI may also fill the staged warning
+templates hour_48, hour_3 and hour_1 (and hour_24); each filled stage is an extra
+warning sent once as its window opens (deadline within 48/3/1 hours). The one-day stage
+uses hour_24 when filled, else download_rate_notice, else pending_trunk when only that
+one is filled (else the project's default template).
+
+Decision (documented in the README): only the latest-opened stage is sent. A rate send
+first seen 2 hours before its deadline gets the 3-hour stage only, not 48 and 24 as well;
+three mails in one minute would say the same thing. Each stage has its own dedupe key
+`trunk_pending:<resource>:<rate send id>:<stage hours>`, so a stage goes out once even
+when two daemons sweep at once, and the 24-hour key stays the same whichever template
+serves it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from .. import db, outbox
+from ..config import Settings
+from ..notice import Notice
+from ..pipeline import Pipeline
+from . import SweepResult, trunk_common
+
+log = logging.getLogger(__name__)
+
+KIND = "trunk_pending"
+ONE_DAY = 24
+EXTRA_STAGES = (48, 3, 1)  # used only when their hour_* template is filled in
+
+
+def _filled(templates: Mapping[str, Any], subject_col: str, content_col: str) -> bool:
+    return bool(str(templates.get(subject_col) or "").strip()
+                and str(templates.get(content_col) or "").strip())
+
+
+def staged_filled(templates: Mapping[str, Any]) -> set[int]:
+    """Hours whose hour_subject_H / hour_content_H are both filled in."""
+    return {h for h in (48, 24, 3, 1)
+            if _filled(templates, f"hour_subject_{h}", f"hour_content_{h}")}
+
+
+def enabled_stages(templates: Mapping[str, Any]) -> list[int]:
+    """Stage hours in use, largest first: 24 always, plus the filled extra stages."""
+    return sorted({ONE_DAY} | (staged_filled(templates) & set(EXTRA_STAGES)), reverse=True)
+
+
+def one_day_template(templates: Mapping[str, Any]) -> str:
+    """mail_tmplate prefix for the 24-hour stage."""
+    if ONE_DAY in staged_filled(templates):
+        return "hour_24"
+    if (not _filled(templates, "download_rate_notice_subject", "download_rate_notice_content")
+            and _filled(templates, "pending_trunk_subject", "pending_trunk_content")):
+        return "pending_trunk"
+    return "download_rate_notice"
+
+
+def current_stage(stages: list[int], deadline: dt.datetime, now: dt.datetime) -> int | None:
+    """The latest-opened stage: the smallest H with deadline - now <= H hours (None if none)."""
+    left = deadline - now
+    open_ = [h for h in stages if left <= dt.timedelta(hours=h)]
+    return min(open_) if open_ else None
+
+
+def dedupe_key(resource_id: int, rate_send_id: int, stage: int) -> str:
+    return f"{KIND}:{resource_id}:{rate_send_id}:{stage}"
+
+
+def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:
+    """Queue the due stage's warning for every trunk whose latest rate send is pending.
+
+    1. Read the mail settings once and work out the enabled stages.
+    2. One query: every live, undownloaded latest rate send due within the largest stage.
+    3. For each, pick the latest-opened stage; skip keys already in the outbox (one query).
+    4. Render and queue each notice in its own savepoint, so one bad row skips only itself.
+    """
+    result = SweepResult(KIND)
+    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+        pipeline = Pipeline.open(cur, settings)
+        templates = pipeline.mail_config.templates
+        stages = enabled_stages(templates)
+        after = now + dt.timedelta(microseconds=1)  # the deadline is still ahead
+        rows = trunk_common.candidates(cur, after, now + dt.timedelta(hours=max(stages)))
+        due: list[tuple[trunk_common.Candidate, int]] = []
+        for cand in rows:
+            stage = current_stage(stages, cand.deadline, now)
+            if stage is not None:
+                due.append((cand, stage))
+        done = outbox.already_queued(
+            cur, settings.own_schema,
+            [dedupe_key(c.resource_id, c.rate_send_id, s) for c, s in due])
+        for cand, stage in due:
+            key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
+            if key in done:
+                result.duplicates += 1
+                continue
+            template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
+            notice = Notice(
+                kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
+                recipients=cand.billing_email,
+                context=trunk_common.context(cand, pipeline.system), decided_at=now,
+                alert_rule=f"rate deck not downloaded; {stage} h warning",
+                resource_id=cand.resource_id,
+                meta={"rate_send_id": cand.rate_send_id, "stage": stage},
+            )
+            try:
+                with db.savepoint(cur, "trunk_pending_item"):
+                    pipeline.queue(cur, notice)
+            except db.CONNECTION_ERRORS:
+                raise
+            except Exception:
+                result.skipped += 1
+                log.exception("trunk_pending: client %s trunk %s %r rate send %s: notice not "
+                              "queued; will retry next sweep", cand.client_id,
+                              cand.resource_id, cand.alias, cand.rate_send_id)
+                continue
+            log.info("trunk_pending: client %s trunk %s %r rate send %s deadline %s: %s h "
+                     "warning (template %s)%s", cand.client_id, cand.resource_id, cand.alias,
+                     cand.rate_send_id, cand.deadline.isoformat(), stage, template,
+                     " [dry run]" if settings.dry_run else "")
+        result.queued += pipeline.queued
+        result.duplicates += pipeline.duplicates
+        result.mails.extend(pipeline.mails)
+    return result
