@@ -1,0 +1,289 @@
+"""Demo and load data: N clients with the variety real carriers have, relative to `now`.
+
+Used by the demo (all seven alerts fire at `now`), the benchmarks (100,000 clients) and
+tests. Rows are loaded with COPY, and the bulky hourly traffic with set-based SQL on the
+server, never row by row: 100,000 clients load in well under a minute.
+
+What a client gets is a pure function of its number, so a bench or a test can say
+"client 50 is under its low-balance threshold" without reading the data back:
+
+    i % 50 == 0   under the low-balance threshold      (2 %)
+    i % 100 == 1  at or below zero / the credit limit   (1 %)
+    i % 997 == 0  NULL balance
+    i % 31 == 0   no client_low_balance_config row
+    i % 20 == 0   trunk whose rate deck is due in 20 h  (pending-suspension notice)
+    i % 20 == 1   trunk whose rate deck deadline passed (suspension)
+    i % 20 == 2   rate deck due in 40 h (48-hour stage only)
+    i % 20 == 3   rate deck downloaded (nothing)
+    i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
+    i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from psycopg2 import sql
+
+from . import db
+
+ZONES: tuple[str | None, ...] = (
+    "+08:00", "+0800", "+05:45", "-03:30", "+14:00", "Asia/Hong_Kong", None, "-05:00",
+    "GMT+8", "UTC", "America/New_York", "+8",
+)
+COMPANIES: tuple[str | None, ...] = (
+    "Pacific Voice Ltd", "深圳市通信科技有限公司", "Telefónica Mayorista S.A.",
+    "ООО «Связь-Транзит»", None, "O'Brien & Sons <VoIP>", "Ελληνική Τηλεφωνία",
+    "東京テレコム株式会社", "Nordic Carrier AB",
+)
+PAYMENT_TERMS = ("Prepay", "Net 7", "Net 15", "Net 30 (monthly)")
+_NULL = "\\N"
+
+
+@dataclass(frozen=True)
+class Generated:
+    clients: int
+    trunks: int
+    rate_details: int
+    traffic_rows: int
+
+
+def _copy(cur: db.Cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """COPY rows into table (CSV, NULL as \\N). Identifiers quoted, data never in SQL text."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    count = 0
+    for row in rows:
+        writer.writerow([_NULL if v is None else v for v in row])
+        count += 1
+    buf.seek(0)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, NULL {})").format(
+        sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Literal(_NULL))
+    cur.copy_expert(statement.as_string(cur), buf)
+    return count
+
+
+def _emails(i: int) -> str | None:
+    if i % 97 == 0:
+        return None
+    if i % 89 == 0:
+        return "accounts at client dot com"  # invalid on purpose
+    if i % 3 == 0:
+        return f"billing{i}@client{i}.example; noc{i}@client{i}.example, ceo{i}@client{i}.example"
+    return f"billing{i}@client{i}.example"
+
+
+def _client_rows(n: int) -> Iterable[tuple[Any, ...]]:
+    for i in range(1, n + 1):
+        postpay = i % 3 == 0
+        limit = Decimal(100 * (1 + i % 10)) if postpay else Decimal(0)
+        zone = ZONES[i % len(ZONES)]
+        reports = i % 5 == 0
+        yield (
+            i, f"client{i:06d}", COMPANIES[i % len(COMPANIES)], i % 41 != 0,
+            2 if postpay else 1, -limit, i % 50 == 7, 1 + i % len(PAYMENT_TERMS),
+            _emails(i), i % 10 != 9, (-limit * Decimal("0.8")) if postpay else None,
+            i % 10 != 8, 0, reports, i % 15 == 0, 0 if i % 4 else None,
+            zone, None if zone else ("+0800" if i % 2 else None),
+            reports, reports,
+        )
+
+
+_CLIENT_COLUMNS = (
+    "client_id", "name", "company", "status", "mode", "allowed_credit", "unlimited_credit",
+    "payment_term_id", "billing_email", "low_balance_notice", "notify_client_balance",
+    "zero_balance_notice", "zero_balance_notice_time", "is_auto_summary",
+    "auto_summary_not_zero", "auto_summary_hour", "auto_send_zone",
+    "daily_balance_send_time_zone", "is_daily_balance_notification", "daily_cdr_generation",
+)
+
+
+def _balance(i: int) -> float | None:
+    """Current balance by the scheme in the module docstring."""
+    if i % 997 == 0:
+        return None
+    postpay = i % 3 == 0
+    limit = 100 * (1 + i % 10)
+    if i % 100 == 1:
+        return -(limit + 10.25) if postpay else -5.5
+    if i % 50 == 0:
+        return -(limit * 0.9) if postpay else 42.75
+    return 500.0 + i % 1000 + 0.5 if postpay else 1000.0 + i % 1000 + 0.25
+
+
+def _low_config_rows(n: int) -> Iterable[tuple[Any, ...]]:
+    for i in range(1, n + 1):
+        if i % 31 == 0:
+            continue
+        percentage = i % 3 == 0 and i % 6 == 0
+        yield (i, 1 if percentage else 0, 100 if i % 3 else None, 20 if percentage else None,
+               3 if i % 7 == 0 else None)
+
+
+def _trunk_rows(n: int) -> Iterable[tuple[Any, ...]]:
+    """Each client an ingress trunk (id 2i-1); every second client, and every client with
+    traffic, an egress one (id 2i)."""
+    for i in range(1, n + 1):
+        alias = f"client{i:06d}-in" if i % 40 else f"O'Brien \"main\" {i}"
+        yield (2 * i - 1, i, alias, True, True, False)
+        if i % 2 == 0 or i % 5 == 0:
+            yield (2 * i, i, f"client{i:06d}-out", True, False, True)
+
+
+_RATE_SENDS = {  # log id -> (file, deadline offset from now)
+    1: ("rates_a_z_2026.csv", dt.timedelta(hours=20)),
+    2: ("rates_premium.csv", dt.timedelta(hours=-1)),
+    3: ("rates_weekly.csv", dt.timedelta(hours=40)),
+    4: ("rates_downloaded.csv", dt.timedelta(hours=10)),
+    5: ("rates_old.csv", dt.timedelta(hours=-5)),
+    6: ("rates_new.csv", dt.timedelta(days=10)),
+}
+
+
+def _rate_detail_rows(n: int) -> Iterable[tuple[Any, ...]]:
+    """(id, log_id, resource_id, status, download_date) by client number."""
+    detail_id = 0
+    for i in range(1, n + 1):
+        kind = i % 20
+        logs = {0: [1], 1: [2], 2: [3], 3: [4], 4: [5, 6]}.get(kind, [])
+        for log_id in logs:
+            detail_id += 1
+            yield (detail_id, log_id, 2 * i - 1, True, None)
+
+
+def _mail_template() -> dict[str, Any]:
+    """A mail_tmplate row as the UI leaves it: some kinds edited, the rest empty."""
+    return {
+        "lowbalance_from": "1",
+        "lowbalance_subject": "Low balance warning for {company_name}",
+        "lowbalance_content": (
+            "<p>Dear {client_name},</p><p>Your balance is <b>{balance}</b>, at or below your "
+            "alert level of {notify_balance}. Remaining credit: {remaining_credit}.</p>"
+            "<p>Payment terms: {payment_terms}. Checked {current_date} {time}.</p>"
+        ),
+        "lowbalance_cc": "",
+        "zerobalance_from": "default",
+        "zerobalance_subject": "Balance exhausted: {company_name}",
+        "zerobalance_content": (
+            "<p>Dear {client_name},</p><p>Your balance is {balance}; calls may be refused. "
+            "Credit limit {credit_limit}.</p>"
+        ),
+        "zerobalance_cc": "noc@carrier.example",
+        "no_download_rate_subject": "Trunk {trunk_name} suspended",
+        "no_download_rate_content": (
+            "<p>Trunk <b>{trunk_name}</b> of {company_name} was suspended: the rate deck "
+            "{rate_update_file_name} was not downloaded by {rate_download_deadline}.</p>"
+        ),
+    }
+
+
+def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
+             traffic_hours: int = 48) -> Generated:
+    """Fill an empty provider-subset database with `n_clients` clients relative to `now`.
+
+    `seed` varies the traffic pattern; everything else follows the client number.
+    """
+    now = now.astimezone(dt.timezone.utc)
+    _copy(cur, "payment_term", ("payment_term_id", "name"),
+          ((k, name) for k, name in enumerate(PAYMENT_TERMS, start=1)))
+    _copy(cur, "system_parameter",
+          ("sys_timezone", "fromemail", "smtphost", "smtpport", "finance_email"),
+          [("+0800", "billing@carrier.example", "127.0.0.1", 25, "finance@carrier.example")])
+    _copy(cur, "mail_sender", ("id", "email"), [(1, "alerts@carrier.example")])
+    template = _mail_template()
+    _copy(cur, "mail_tmplate", tuple(template), [tuple(template.values())])
+    clients = _copy(cur, "client", _CLIENT_COLUMNS, _client_rows(n_clients))
+    _copy(cur, "c4_client_balance", ("client_id", "balance"),
+          ((str(i), _balance(i)) for i in range(1, n_clients + 1)))
+    _copy(cur, "client_low_balance_config",
+          ("client_id", "value_type", "actual_notify_balance", "percentage_notify_balance",
+           "duplicate_days"), _low_config_rows(n_clients))
+    trunks = _copy(cur, "resource",
+                   ("resource_id", "client_id", "alias", "active", "ingress", "egress"),
+                   _trunk_rows(n_clients))
+    _copy(cur, "resource_ip", ("resource_id", "ip"),
+          ((2 * i - 1, f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}")
+           for i in range(1, n_clients + 1)))
+    _copy(cur, "resource_prefix", ("resource_id", "tech_prefix"),
+          ((2 * i - 1, f"{i % 9000 + 1000}#") for i in range(1, n_clients + 1) if i % 2))
+    _copy(cur, "rate_send_log", ("id", "file", "download_deadline", "is_email_alert",
+                                 "create_time"),
+          ((k, f, now + off, True, now + off - dt.timedelta(days=3))
+           for k, (f, off) in _RATE_SENDS.items()))
+    details = _copy(cur, "rate_send_log_detail",
+                    ("id", "log_id", "resource_id", "status", "download_date"),
+                    _rate_detail_rows(n_clients))
+    # Deck 4 was downloaded by every trunk it went to.
+    cur.execute("UPDATE rate_send_log_detail SET download_date = %s WHERE log_id = 4",
+                (now - dt.timedelta(hours=2),))
+    traffic = _traffic(cur, n_clients, now, traffic_hours, seed)
+    _history(cur, now)
+    for table, column in (("client", "client_id"), ("resource", "resource_id"),
+                          ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
+                          ("payment_term", "payment_term_id"), ("mail_sender", "id")):
+        cur.execute(
+            sql.SQL("SELECT setval(pg_get_serial_sequence(%s, %s), "
+                    "(SELECT coalesce(max({}), 1) FROM {}))").format(
+                sql.Identifier(column), sql.Identifier(table)),
+            (table, column))
+    cur.execute("ANALYZE")
+    return Generated(clients, trunks, details, traffic)
+
+
+def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed: int) -> int:
+    """Hourly rows for every fifth client over the last `hours` (+ a day of slack, so that
+    every zone's previous local day is covered): client i buys from its ingress trunk and
+    sells through client i+5's egress trunk (the last wraps to client 5), so each
+    traffic client has both halves."""
+    end = now.replace(minute=0, second=0, microsecond=0)
+    start = end - dt.timedelta(hours=hours + 24)
+    day = start.date()
+    while day <= end.date():
+        db.ensure_cdr_partition(cur, day)
+        day += dt.timedelta(days=1)
+    cur.execute(
+        """
+        INSERT INTO cdr_report_detail (
+            report_time, ingress_client_id, ingress_id, egress_client_id, egress_id,
+            ingress_total_calls, ingress_success_calls, egress_total_calls, egress_success_calls,
+            not_zero_calls, duration, ingress_bill_time, egress_bill_time,
+            ingress_call_cost, egress_call_cost)
+        SELECT h, c, 2 * c - 1, p, 2 * p,
+               t, s, t, s, s, s * 61, s * 60, s * 60,
+               round(s * 60 / 60.0 * 0.0125, 6), round(s * 60 / 60.0 * 0.0150, 6)
+        FROM generate_series(5, %(n)s, 5) AS c
+        CROSS JOIN LATERAL (SELECT CASE WHEN c + 5 <= %(n)s THEN c + 5 ELSE 5 END AS p) AS pp
+        CROSS JOIN generate_series(%(start)s::timestamptz, %(end)s::timestamptz - interval '1 hour',
+                                   interval '1 hour') AS h
+        CROSS JOIN LATERAL (SELECT 5 + (c * 7 + %(seed)s
+                                        + extract(hour FROM h)::int * 13) %% 40 AS t) AS tt
+        CROSS JOIN LATERAL (SELECT (t * 3) / 5 AS s) AS ss
+        """,
+        {"n": n_clients, "start": start, "end": end, "seed": seed},
+    )
+    return cur.rowcount
+
+
+def _history(cur: db.Cursor, now: dt.datetime) -> None:
+    """Three days of balance_history_actual for the clients with daily reports."""
+    cur.execute(
+        """
+        INSERT INTO balance_history_actual (client_id, date, actual_balance,
+                                            unbilled_incoming_traffic, unbilled_outgoing_traffic)
+        SELECT c.client_id, d::date, coalesce(b.balance, 0)::numeric + 12.5 * k,
+               round((c.client_id %% 17) * 1.25, 2), round((c.client_id %% 13) * 1.5, 2)
+        FROM client c
+        JOIN c4_client_balance b ON b.client_id = c.client_id::text
+        CROSS JOIN generate_series(1, 3) AS k
+        CROSS JOIN LATERAL (SELECT (%s::date - k) AS d) AS dd
+        WHERE c.is_daily_balance_notification
+        """,
+        (now.date(),),
+    )
