@@ -119,7 +119,8 @@ def _dsn(raw: str) -> str:
     try:
         parse_dsn(v)
     except Exception:
-        raise ValueError("libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr'") from None
+        raise ValueError(
+            "libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr'") from None
     return v
 
 

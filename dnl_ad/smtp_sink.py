@@ -47,14 +47,14 @@ class RecordingHandler:
         self.eml_dir = eml_dir
         self.lock = threading.Lock()
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rules.rcpt_replies.get(address.lower())
         if reply:
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+    async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.data_count += 1
             n = self.data_count

@@ -39,7 +39,8 @@ def test_cdr_report_detail_is_partitioned_by_utc_day(conn) -> None:
         db.ensure_cdr_partition(cur, utc(2026, 11, 21).date())
         assert name == "cdr_report_detail20261120"
         cur.execute(
-            "INSERT INTO cdr_report_detail (report_time, ingress_client_id) VALUES (%s, 1), (%s, 1)",
+            "INSERT INTO cdr_report_detail (report_time, ingress_client_id) "
+            "VALUES (%s, 1), (%s, 1)",
             (utc(2026, 11, 20, 23), utc(2026, 11, 21, 0)),
         )
         cur.execute("SELECT tableoid::regclass::text AS t FROM cdr_report_detail "
