@@ -1,37 +1,257 @@
-"""Template rendering (minimal first version; hardened by the mail pipeline issue)."""
+"""Template rendering: a Notice's context -> subject, HTML and text, exactly once per notice.
+
+Where a template comes from, per part (subject, content):
+
+1. the provider's `mail_tmplate` row (columns chosen by Notice.template), edited in the
+   UI: HTML with `{tag}` placeholders, possibly also Jinja syntax;
+2. when that column is empty/NULL, or does not compile, or fails for one client, the
+   project's defaults: templates/<kind>.subject.j2, <kind>.html.j2, <kind>.txt.j2.
+
+Operator templates run in dnl_ad.mail.sandbox (no escape, bounded work). Known `{tag}`s
+become Jinja expressions at compile time; an unknown `{tag}` stays in the text as written
+and is reported (logged once per template per sweep, and listed by `unknown_tags` for
+`dnl-ad check`). Values are formatted by one contract (see `display_values`).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2.sandbox import SandboxedEnvironment
+import html2text
+from jinja2 import FileSystemLoader, TemplateError, meta
+from markupsafe import Markup
 
 from ..config import Settings
 from ..db import Cursor
 from ..notice import Notice
+from . import sandbox
 
-_TAG = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+log = logging.getLogger(__name__)
+
+_BALANCE_TAGS = ("company_name", "client_name", "current_date", "date", "time", "now",
+                 "balance", "notify_balance", "credit_limit", "allow_credit",
+                 "remaining_credit", "payment_terms", "payment_term")
+
+# Every tag PROVIDER_DB.md lists, per alert kind: what `{tag}` may name in a template.
+KNOWN_TAGS: dict[str, tuple[str, ...]] = {
+    "low_balance": _BALANCE_TAGS,
+    "zero_balance": _BALANCE_TAGS,
+    "usage_summary": (
+        "client_name", "company_name", "begin_time", "end_time", "customer_gmt",
+        "total_call_buy", "total_not_zero_calls_buy", "total_success_call_buy",
+        "total_billed_min_buy", "total_billed_amount_buy", "buy_total_duration",
+        "total_call_sell", "total_not_zero_calls_sell", "total_success_call_sell",
+        "total_billed_min_sell", "total_billed_amount_sell", "sell_total_duration",
+        "credit_limit", "remaining_credit", "balance", "switch_alias"),
+    "balance_summary": (
+        "company_name", "client_name", "start_time", "end_time", "beginning_balance",
+        "beginning_of_day_balance", "begining_of_day", "beginning_of_day", "buy_amount",
+        "sell_amount", "ending_balance", "current_balance", "balance", "allowed_credit",
+        "credit_limit", "remaining_credit", "current_time", "current_day", "customer_gmt",
+        "switch_alias"),
+    "cdr_delivery": (
+        "company_name", "client_name", "begin_time", "end_time", "customer_gmt", "cdr_count",
+        "download_link", "file_name", "share_link", "trunk_name", "current_day"),
+    "trunk_pending": (
+        "company_name", "client_name", "trunk_name", "rate_update_file_name",
+        "rate_download_deadline", "download_deadline", "rate_download_link", "download_url",
+        "effective_date", "allowed_ip", "prefix", "switch_ip"),
+    "trunk_suspended": (
+        "company_name", "client_name", "trunk_name", "rate_update_file_name",
+        "rate_download_deadline", "effective_date"),
+}
+
+# mail_tmplate column prefix (Notice.template) -> alert kind (whose tags it may use).
+TEMPLATE_KINDS: dict[str, str] = {
+    "lowbalance": "low_balance",
+    "zerobalance": "zero_balance",
+    "auto_summary": "usage_summary",
+    "auto_balance": "balance_summary",
+    "auto_cdr": "cdr_delivery",
+    "download_rate_notice": "trunk_pending",
+    "pending_trunk": "trunk_pending",
+    "hour_48": "trunk_pending",
+    "hour_24": "trunk_pending",
+    "hour_3": "trunk_pending",
+    "hour_1": "trunk_pending",
+    "no_download_rate": "trunk_suspended",
+}
+
+PARTS = ("from", "subject", "content", "cc")
+
+# A UI placeholder: {name}, not part of Jinja's {{ }} / {% %}.
+_UI_TAG = re.compile(r"(?<!\{)\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}(?!\})")
+
+
+def column(template: str, part: str) -> str:
+    """mail_tmplate column of one part: lowbalance_subject, but hour_subject_48."""
+    m = re.fullmatch(r"hour_(\d+)", template)
+    if m:
+        return f"hour_{part}_{m.group(1)}"
+    return f"{template}_{part}"
+
+
+# --- value formatting ------------------------------------------------------------
+
+def format_money(value: Decimal) -> str:
+    """Two decimals, half up; negatives in parentheses: Decimal('-12.5') -> '(12.50)'."""
+    try:
+        q = Decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except (InvalidOperation, ValueError, TypeError):
+        return ""
+    if not q.is_finite():
+        return ""
+    if q < 0:
+        return f"({-q:.2f})"
+    return f"{abs(q):.2f}"  # abs: no "-0.00"
+
+
+class Money(Decimal):
+    """A Decimal that prints as money; arithmetic in a template gives plain Decimals."""
+
+    def __str__(self) -> str:
+        return format_money(self)
+
+    def __html__(self) -> str:
+        return format_money(self)
+
+
+def html_to_text(html: str) -> str:
+    """Plain text for the text/plain part (html2text: links kept, no hard wrapping)."""
+    conv = html2text.HTML2Text()
+    conv.body_width = 0
+    conv.ignore_images = True
+    conv.unicode_snob = True
+    return conv.handle(str(html)).strip() + "\n"
+
+
+def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
+    """The value contract with the alert modules.
+
+    Decimal = money (two decimals, negatives in parentheses); int as is; str already
+    formatted (escaped in HTML); Markup = trusted HTML fragment (as is in HTML, converted
+    to text in the text part); None = empty; a stray datetime prints without microseconds.
+    """
+    out: dict[str, Any] = {}
+    for key, value in context.items():
+        if value is None:
+            value = ""
+        elif isinstance(value, Markup):
+            value = value if html else html_to_text(value).strip()
+        elif isinstance(value, Decimal):
+            value = Money(value)
+        elif isinstance(value, dt.datetime):
+            value = value.replace(microsecond=0).strftime("%Y-%m-%d %H:%M:%S %z").strip()
+        elif isinstance(value, dt.date):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+# --- environments ----------------------------------------------------------------
+
+@cache
+def _operator_env(html: bool) -> sandbox.BoundedSandbox:
+    return sandbox.BoundedSandbox(autoescape=html)
+
+
+@lru_cache(maxsize=8)
+def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
+    return sandbox.BoundedSandbox(
+        loader=FileSystemLoader(template_dir),
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        keep_trailing_newline=True,
+    )
+
+
+def to_jinja(source: str, kind: str) -> tuple[str, list[str]]:
+    """UI `{tag}` syntax -> Jinja for the tags `kind` knows; unknown tags are left as
+    written (visible in the mail) and returned."""
+    known = set(KNOWN_TAGS.get(kind, ()))
+    unknown: list[str] = []
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name in known:
+            return "{{ " + name + " }}"
+        if name not in unknown:
+            unknown.append(name)
+        return m.group(0)
+
+    return _UI_TAG.sub(sub, source), unknown
+
+
+def unknown_tags(template_text: str | None, kind: str) -> list[str]:
+    """Tags a template uses that `kind` does not provide: `{tag}`s and Jinja names.
+
+    For `dnl-ad check`. A template that does not compile reports its `{tag}`s only.
+    """
+    if not template_text:
+        return []
+    source, unknown = to_jinja(template_text, kind)
+    try:
+        names = meta.find_undeclared_variables(_operator_env(True).parse(source))
+    except TemplateError:
+        return sorted(unknown)
+    allowed = set(KNOWN_TAGS.get(kind, ())) | set(_operator_env(True).globals)
+    return sorted(set(unknown) | {n for n in names if n not in allowed})
 
 
 @dataclass(frozen=True)
-class Rendered:
-    subject: str
-    html: str
-    text: str
-    cc: str
-    from_id: str | None
+class TemplateProblem:
+    """What `dnl-ad check` lists for one mail_tmplate template."""
+
+    template: str
+    column: str
+    error: str | None            # compile error; the default template is used instead
+    unknown_tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
+class _Compiled:
+    subject: Any | None      # jinja Template or None (use the default)
+    content: Any | None
+    unknown: tuple[str, ...]
+    errors: tuple[str, ...]
+
+
+def _compile_part(source: str | None, kind: str, *, html: bool
+                  ) -> tuple[Any | None, list[str], str | None]:
+    if not source or not str(source).strip():
+        return None, [], None
+    text, unknown = to_jinja(str(source), kind)
+    try:
+        return _operator_env(html).from_string(text), unknown, None
+    except TemplateError as exc:
+        line = getattr(exc, "lineno", None)
+        where = f" (line {line})" if line else ""
+        return None, unknown, f"{type(exc).__name__}{where}: {exc}"
+
+
+# --- the provider's mail settings -------------------------------------------------
+
+@dataclass
 class MailConfig:
+    """mail_tmplate, mail_sender and system_parameter, read once per sweep.
+
+    Operator templates are compiled lazily, once per MailConfig (so a broken template is
+    logged once per sweep, not once per client).
+    """
+
     templates: Mapping[str, Any]
     senders: Mapping[str, str]
     system: Mapping[str, Any]
     template_dir: Path
+    default_from: str = ""
+    _compiled: dict[tuple[str, str], _Compiled] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cur: Cursor, settings: Settings) -> MailConfig:
@@ -41,31 +261,137 @@ class MailConfig:
         senders = {str(r["id"]): r["email"] for r in cur.fetchall()}
         cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
         system = dict(cur.fetchone() or {})
-        return cls(templates, senders, system, Path(settings.template_dir))
+        return cls(templates, senders, system, Path(settings.template_dir),
+                   default_from=settings.smtp_from)
+
+    def part(self, template: str, part: str) -> Any:
+        return self.templates.get(column(template, part))
+
+    def compiled(self, template: str, kind: str) -> _Compiled:
+        key = (template, kind)
+        if key not in self._compiled:
+            subject, unk_s, err_s = _compile_part(self.part(template, "subject"), kind,
+                                                  html=False)
+            content, unk_c, err_c = _compile_part(self.part(template, "content"), kind,
+                                                  html=True)
+            errors = tuple(f"{column(template, p)}: {e}"
+                           for p, e in (("subject", err_s), ("content", err_c)) if e)
+            unknown = tuple(dict.fromkeys(unk_s + unk_c))
+            for error in errors:
+                log.error("mail template %s does not compile, the default %s template is "
+                          "used instead: %s", template, kind, error)
+            if unknown:
+                log.warning("mail template %s uses unknown tags %s; they stay in the mail as "
+                            "written", template, ", ".join("{" + t + "}" for t in unknown))
+            self._compiled[key] = _Compiled(subject, content, unknown, errors)
+        return self._compiled[key]
+
+    def problems(self) -> list[TemplateProblem]:
+        """Every configured template's compile errors and unknown tags (for check)."""
+        found = []
+        for template, kind in TEMPLATE_KINDS.items():
+            for part in ("subject", "content"):
+                source = self.part(template, part)
+                if not source:
+                    continue
+                _, _, error = _compile_part(source, kind, html=part == "content")
+                unknown = tuple(unknown_tags(source, kind))
+                if error or unknown:
+                    found.append(TemplateProblem(template, column(template, part), error,
+                                                 unknown))
+        return found
 
 
-def _part(config: MailConfig, template: str, part: str) -> Any:
-    if template.startswith("hour_"):
-        return config.templates.get(f"hour_{part}_{template[5:]}")
-    return config.templates.get(f"{template}_{part}")
+# --- rendering ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    html: str
+    text: str
+    cc: str
+    from_id: str | None
+    unknown_tags: tuple[str, ...] = ()
+    source: str = "default"  # "operator", "default" or "operator+default" (per part)
+
+
+def _default_subject(kind: str, values: Mapping[str, Any]) -> str:
+    name = values.get("company_name") or values.get("client_name") or ""
+    return f"{kind.replace('_', ' ').capitalize()}: {name}".strip(": ")
+
+
+def _render_default(config: MailConfig, kind: str, name: str, values: Mapping[str, Any],
+                    notice: Notice) -> str | None:
+    env = _default_env(str(config.template_dir))
+    try:
+        template = env.get_template(name)
+    except TemplateError as exc:
+        log.error("default template %s missing or broken in %s: %s", name,
+                  config.template_dir, exc)
+        return None
+    try:
+        return sandbox.render_bounded(template, values)
+    except Exception as exc:  # a data problem must not stop other clients
+        log.error("%s client %s: default template %s failed: %s", notice.kind,
+                  notice.client_id, name, exc)
+        return None
+
+
+def _render_operator(template: Any, values: Mapping[str, Any], notice: Notice,
+                     what: str) -> str | None:
+    try:
+        return sandbox.render_bounded(template, values)
+    except Exception as exc:  # hostile or careless template: this notice uses the default
+        log.warning("%s client %s: mail template %s %s failed (%s: %s); the default template "
+                    "is used", notice.kind, notice.client_id, notice.template, what,
+                    type(exc).__name__, exc)
+        return None
 
 
 def render_notice(notice: Notice, config: MailConfig) -> Rendered:
-    env = SandboxedEnvironment(autoescape=True)
-    values = {k: ("" if v is None else str(v)) for k, v in notice.context.items()}
-    subject = _part(config, notice.template, "subject")
-    content = _part(config, notice.template, "content")
-    if subject and content:
-        def sub(text: str) -> str:
-            return _TAG.sub(lambda m: values.get(m.group(1), m.group(0)), text)
-        html, subj = sub(content), sub(subject)
+    """Subject, HTML and text for one notice (never raises for template problems)."""
+    kind = notice.kind
+    compiled = config.compiled(notice.template, kind)
+    html_values = display_values(notice.context, html=True)
+    text_values = display_values(notice.context, html=False)
+    sources = []
+
+    subject = None
+    if compiled.subject is not None:
+        subject = _render_operator(compiled.subject, text_values, notice, "subject")
+    if subject is not None:
+        sources.append("operator")
     else:
-        path = config.template_dir / f"{notice.kind}.html.j2"
-        if path.exists():
-            html = env.from_string(path.read_text(encoding="utf-8")).render(**notice.context)
-        else:
-            html = "<br>".join(f"{k}: {v}" for k, v in values.items())
-        subj = f"{notice.kind.replace('_', ' ')}: {values.get('company_name', '')}"
-    text = re.sub(r"<[^>]+>", "", html)
-    return Rendered(subj, html, text, _part(config, notice.template, "cc") or "",
-                    _part(config, notice.template, "from"))
+        subject = _render_default(config, kind, f"{kind}.subject.j2", text_values, notice)
+        subject = subject if subject and subject.strip() else _default_subject(kind,
+                                                                              text_values)
+        sources.append("default")
+
+    html = text = None
+    if compiled.content is not None:
+        html = _render_operator(compiled.content, html_values, notice, "content")
+        if html is not None:
+            text = html_to_text(html)
+    if html is not None:
+        sources.append("operator")
+    else:
+        html = _render_default(config, kind, f"{kind}.html.j2", html_values, notice)
+        text = _render_default(config, kind, f"{kind}.txt.j2", text_values, notice)
+        if html is None:
+            html = "<br>\n".join(f"{Markup.escape(k)}: {Markup.escape(v)}"
+                                 for k, v in html_values.items())
+        if text is None:
+            text = html_to_text(html)
+        sources.append("default")
+
+    source = sources[0] if sources[0] == sources[1] else "+".join(dict.fromkeys(sources))
+    return Rendered(
+        subject=" ".join(subject.split()),
+        html=html,
+        text=text or "",
+        cc=str(config.part(notice.template, "cc") or ""),
+        from_id=(str(config.part(notice.template, "from")).strip()
+                 if config.part(notice.template, "from") is not None else None),
+        unknown_tags=compiled.unknown,
+        source=source,
+    )
