@@ -30,12 +30,16 @@ case "$cmd" in
         ensure_venv "test,demo"
         exec "$PY" -m pytest "$@"
         ;;
-    migrate)
+    migrate|start|stop|restart|status|zap|debug|run|harness|check|preview)
         ensure_venv ""
-        exec "$PY" -m dnl_ad migrate "$@"
+        exec "$PY" -m dnl_ad "$cmd" "$@"
+        ;;
+    demo)
+        ensure_venv "demo"
+        exec "$PY" -m dnl_ad demo "$@"
         ;;
     *)
-        echo "usage: $0 {test|migrate} [args...]" >&2
+        echo "usage: $0 {start|stop|restart|status|zap|debug|run|harness|check|preview|demo|migrate|test} [args...]" >&2
         exit 2
         ;;
 esac

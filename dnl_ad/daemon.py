@@ -1,0 +1,389 @@
+"""Running the loop as a well-behaved Unix daemon: pidfile, detaching, signals, startup.
+
+The pidfile is locked with flock(2) for the whole life of the daemon (our own small
+PidFile class rather than python-daemon's lockfile-based one: lockfile cannot tell a
+live owner from a stale file, while a kernel lock dies with its process). So:
+- a live daemon is exactly "someone holds the lock"; pid reuse cannot fool us;
+- a stale pidfile (crash, kill -9) never blocks a start: its lock is gone;
+- `zap` removes a stale file and refuses while a daemon holds it.
+
+`start` forks a child that enters python-daemon's DaemonContext (double fork, setsid,
+closed files, /dev/null streams, our signal map) and reports back through a pipe once
+the pidfile is locked and the database migrated, so `start` prints either the new pid
+or the reason it failed, and exits 0 or 1 accordingly.
+
+Signals: SIGTERM/SIGINT ask the loop to finish the job in hand (delivery stops after
+the message being sent) and leave; SIGHUP reloads configuration and templates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__, db, logs, migrations
+from .config import Settings
+from .scheduler import Loop, Wakeup
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "dnl_ad"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+class AlreadyRunning(RuntimeError):
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path, self.pid = path, pid
+        who = f"pid {pid}" if pid else "another process"
+        super().__init__(f"dnl_ad is already running ({who} holds the pidfile {path})")
+
+
+class PidFile:
+    """A pidfile held under an exclusive flock while the daemon lives.
+
+    Usable as python-daemon's `pidfile` (a context manager entered after detaching).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def read_pid(self) -> int | None:
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(text) if text.isdigit() else None
+
+    def holder(self) -> int | None:
+        """The pid of the live daemon holding the lock, -1 if its pid is unreadable, or
+        None when nobody holds it (no file, or a stale one)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.read_pid() or -1
+        finally:
+            os.close(fd)  # closing also drops our shared lock
+        return None
+
+    def acquire(self, *, attempts: int = 10) -> None:
+        """Lock the file and write our pid; AlreadyRunning when a live daemon holds it.
+
+        A few short retries cover a concurrent `status` holding a shared lock for an
+        instant; the inode check covers a previous daemon unlinking the file meanwhile.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(attempts):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if attempt == attempts - 1:
+                    raise AlreadyRunning(self.path, self.read_pid()) from None
+                time.sleep(0.05)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+            os.fsync(fd)
+            self._fd = fd
+            return
+        raise AlreadyRunning(self.path, self.read_pid())
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> PidFile:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --- startup --------------------------------------------------------------------------
+
+def build_date() -> str:
+    """The package's build date: when its files were installed or last changed."""
+    stamp = Path(__file__).resolve().parent.joinpath("__init__.py").stat().st_mtime
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def upsert_version(cur: db.Cursor, now: dt.datetime) -> None:
+    """version_information: update the dnl_ad row, or insert it the first time."""
+    major, _, minor = __version__.partition(".")
+    values = (major, minor or "0", build_date(), now)
+    cur.execute(
+        "UPDATE version_information SET major_ver = %s, minor_ver = %s, build_date = %s, "
+        "start_time = %s WHERE program_name = %s", (*values, PROGRAM))
+    if cur.rowcount == 0:
+        cur.execute(
+            "INSERT INTO version_information (major_ver, minor_ver, build_date, start_time, "
+            "program_name) VALUES (%s, %s, %s, %s, %s)", (*values, PROGRAM))
+
+
+def startup(database: db.Database, settings: Settings, now: dt.datetime) -> None:
+    """Migrate the own schema and record our version; dry run writes neither."""
+    with database.transaction() as cur:
+        if settings.dry_run:
+            todo = migrations.pending(cur, settings.own_schema)
+            if todo:
+                log.warning("dry run: schema %s lacks %s; run `dnl-ad migrate`",
+                            settings.own_schema, ", ".join(n for _, n in todo))
+            return
+        for name in migrations.migrate(cur, settings.own_schema):
+            log.info("startup: applied migration %s", name)
+        upsert_version(cur, now)
+
+
+def _smtp_summary(settings: Settings) -> str:
+    if not settings.smtp_host:
+        return "SMTP from system_parameter"
+    return f"SMTP {settings.smtp_host}:{settings.smtp_port or 'default'}"
+
+
+def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
+          ready: Callable[[str], None] = lambda message: None,
+          on_reload: Callable[[Settings], None] | None = None) -> int:
+    """Start up, run the loop until a stop request, shut down. Returns the exit status."""
+    database = db.Database(settings.connection_string, sleep=wakeup.sleep)
+    try:
+        startup(database, settings, dt.datetime.now(dt.timezone.utc))
+    except Exception as exc:
+        first = db.scrub(str(exc)).strip().splitlines()
+        reason = f"startup failed on database {database.safe_name}: " \
+                 f"{first[0] if first else type(exc).__name__}"
+        log.error("%s", reason)
+        ready("error " + reason)
+        database.close()
+        return 1
+    log.info("dnl_ad %s started: pid %d, database %s, %s%s", __version__, os.getpid(),
+             database.safe_name, _smtp_summary(settings), ", DRY RUN" if settings.dry_run else "")
+    ready("ok")
+    loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload)
+    try:
+        loop.run_forever()
+    finally:
+        loop.database.close()
+        log.info("dnl_ad stopped (pid %d)", os.getpid())
+    return 0
+
+
+def _handlers(wakeup: Wakeup) -> dict[int, Callable[..., None]]:
+    def on_stop(signum: int, frame: object) -> None:
+        wakeup.request_stop(f"{signal.Signals(signum).name} received")
+
+    def on_hup(signum: int, frame: object) -> None:
+        wakeup.request_reload()
+
+    return {signal.SIGTERM: on_stop, signal.SIGINT: on_stop, signal.SIGHUP: on_hup}
+
+
+# --- foreground: `run` (systemd) and `debug` -------------------------------------------
+
+def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], *,
+                   debug: bool = False) -> int:
+    logs.setup(settings, console=debug, level=logging.DEBUG if debug else None)
+    pidfile = PidFile(settings.pidfile)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as exc:
+        log.error("%s", exc)
+        print(str(exc), file=sys.stderr)
+        return 1
+    wakeup = Wakeup()
+    for signum, handler in _handlers(wakeup).items():
+        signal.signal(signum, handler)
+    try:
+        return serve(settings, reload_settings=reload_settings, wakeup=wakeup,
+                     on_reload=lambda new: logs.setup(new, console=debug,
+                                                      level=logging.DEBUG if debug else None))
+    finally:
+        pidfile.release()
+        wakeup.close()
+
+
+# --- background: `start` ---------------------------------------------------------------
+
+def _read_report(fd: int, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    chunks = b""
+    while b"\n" not in chunks:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        data = os.read(fd, 4096)
+        if not data:
+            break
+        chunks += data
+    return chunks.decode("utf-8", "replace").strip()
+
+
+def _daemon_child(settings: Settings, reload_settings: Callable[[], Settings],
+                  report_fd: int) -> int:
+    import daemon  # python-daemon
+
+    def report(message: str) -> None:
+        try:
+            os.write(report_fd, (message + "\n").encode("utf-8"))
+        except OSError:
+            pass
+
+    wakeup = Wakeup()
+    context = daemon.DaemonContext(
+        working_directory="/", umask=0o022, detach_process=True,
+        pidfile=PidFile(settings.pidfile),
+        files_preserve=[report_fd, *wakeup.fds],
+        signal_map=_handlers(wakeup),
+    )
+    try:
+        context.open()
+    except AlreadyRunning as exc:
+        report(f"error {exc}")
+        return 1
+    try:
+        logs.setup(settings)
+        return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=report,
+                     on_reload=lambda new: logs.setup(new))
+    except Exception as exc:
+        log.exception("daemon failed")
+        report(f"error {db.scrub(str(exc))}")
+        return 1
+    finally:
+        logs.shutdown()
+        context.close()
+
+
+def where_logs_go(settings: Settings) -> str:
+    return "syslog" if settings.syslog else settings.logfile
+
+
+def start(settings: Settings, reload_settings: Callable[[], Settings]) -> int:
+    """Detach a daemon; print its pid, or why it could not start. Exit status 0 or 1."""
+    pidfile = PidFile(settings.pidfile)
+    holder = pidfile.holder()
+    if holder is not None:
+        print(str(AlreadyRunning(pidfile.path, holder if holder > 0 else None)), file=sys.stderr)
+        return 1
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked child
+        os.close(read_fd)
+        code = 1
+        try:
+            code = _daemon_child(settings, reload_settings, write_fd)
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    os.waitpid(child, 0)  # the intermediate process exits as soon as the daemon detached
+    try:
+        report = _read_report(read_fd, START_TIMEOUT_SECONDS)
+    finally:
+        os.close(read_fd)
+    if report == "ok":
+        print(f"dnl_ad started (pid {pidfile.read_pid()}), logging to {where_logs_go(settings)}")
+        return 0
+    reason = report.removeprefix("error ").strip() or \
+        f"no word from the daemon; see {where_logs_go(settings)}"
+    print(f"dnl_ad did not start: {reason}", file=sys.stderr)
+    return 1
+
+
+# --- control: stop, status, zap ----------------------------------------------------------
+
+def stop(settings: Settings, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
+    """SIGTERM the daemon and wait until its pidfile lock is released."""
+    pidfile = PidFile(settings.pidfile)
+    pid = pidfile.holder()
+    if pid is None:
+        print("dnl_ad is not running")
+        return 0
+    if pid < 0:
+        print(f"dnl_ad is running but {pidfile.path} holds no pid; stop it by hand",
+              file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        print(f"not allowed to signal pid {pid}", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pidfile.holder() is None:
+            print(f"dnl_ad stopped (pid {pid})")
+            return 0
+        time.sleep(0.05)
+    print(f"dnl_ad (pid {pid}) did not stop within {timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def status(settings: Settings) -> int:
+    """LSB: 0 running, 1 dead but the pidfile remains, 3 not running."""
+    pidfile = PidFile(settings.pidfile)
+    pid = pidfile.holder()
+    if pid is not None:
+        print(f"dnl_ad is running (pid {pid})" if pid > 0 else "dnl_ad is running")
+        return 0
+    if pidfile.path.exists():
+        stale = pidfile.read_pid()
+        print(f"dnl_ad is not running; stale pidfile {pidfile.path}"
+              + (f" names pid {stale}" if stale else "") + " (`zap` removes it)")
+        return 1
+    print("dnl_ad is not running")
+    return 3
+
+
+def zap(settings: Settings) -> int:
+    """Remove a stale pidfile; refuse while a live daemon holds it."""
+    pidfile = PidFile(settings.pidfile)
+    pid = pidfile.holder()
+    if pid is not None:
+        print(f"dnl_ad is running (pid {pid}); use stop, not zap", file=sys.stderr)
+        return 1
+    try:
+        pidfile.path.unlink()
+    except FileNotFoundError:
+        print(f"no pidfile at {pidfile.path}")
+        return 0
+    except OSError as exc:
+        if exc.errno == errno.EACCES:
+            print(f"not allowed to remove {pidfile.path}", file=sys.stderr)
+            return 1
+        raise
+    print(f"removed pidfile {pidfile.path}")
+    return 0

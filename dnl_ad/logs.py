@@ -1,0 +1,114 @@
+"""Logging setup: a size-rotated, gzipped log file, or syslog, or the console (debug).
+
+Every handler formats through ScrubbingFormatter, which removes passwords (db.scrub),
+the configured secrets (SMTP and CDR API passwords) and the full connection string
+from the final text, tracebacks included: a secret that slips into a message or an
+exception still never reaches a log.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import logging.handlers
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from . import db
+from .config import Settings
+
+ROOT = "dnl_ad"
+FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SYSLOG_FORMAT = "dnl_ad[%(process)d]: %(levelname)s %(name)s: %(message)s"
+_MARK = "_dnl_ad_handler"  # attribute on the handlers we install, so setup() can replace them
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """A Formatter whose output never contains a password, token or full DSN."""
+
+    def __init__(self, fmt: str, secrets: dict[str, str] | None = None) -> None:
+        super().__init__(fmt)
+        # longest first, so a DSN is replaced before a password inside it
+        self._secrets = sorted((secrets or {}).items(), key=lambda kv: -len(kv[0]))
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret, shown in self._secrets:
+            text = text.replace(secret, shown)
+        return db.scrub(text)
+
+
+def secrets_of(settings: Settings) -> dict[str, str]:
+    """secret text -> what the log shows instead."""
+    found = {settings.connection_string: db.mask_dsn(settings.connection_string)}
+    for value in (settings.smtp_password, settings.cdr_api_password):
+        if value and len(value) >= 3:  # a one-letter "password" would mangle every line
+            found[value] = "***"
+    return {k: v for k, v in found.items() if k}
+
+
+def gzip_namer(name: str) -> str:
+    return name + ".gz"
+
+
+def gzip_rotator(source: str, dest: str) -> None:
+    """Compress the file being rotated out; the live log starts afresh."""
+    with open(source, "rb") as src, gzip.open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(source)
+
+
+def file_handler(path: str, max_bytes: int, backups: int) -> logging.Handler:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+    handler.namer = gzip_namer
+    handler.rotator = gzip_rotator
+    return handler
+
+
+def syslog_handler() -> logging.Handler:
+    address: str | tuple[str, int] = "/dev/log" if os.path.exists("/dev/log") \
+        else ("localhost", logging.handlers.SYSLOG_UDP_PORT)
+    return logging.handlers.SysLogHandler(
+        address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+
+
+def setup(settings: Settings, *, console: bool = False, level: int | None = None) -> None:
+    """(Re)configure logging for the daemon; safe to call again on SIGHUP.
+
+    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE.
+    """
+    level = settings.loglevel if level is None else level
+    secrets = secrets_of(settings)
+    if console:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        fmt = CONSOLE_FORMAT
+    elif settings.syslog:
+        handler, fmt = syslog_handler(), SYSLOG_FORMAT
+    else:
+        handler = file_handler(settings.logfile, settings.log_max_bytes, settings.log_backups)
+        fmt = FILE_FORMAT
+    handler.setFormatter(ScrubbingFormatter(fmt, secrets))
+    setattr(handler, _MARK, True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        # our own previous handler, or the CLI's basicConfig stderr handler
+        if getattr(old, _MARK, False) or type(old) is logging.StreamHandler:
+            root.removeHandler(old)
+            old.close()
+    root.addHandler(handler)
+    root.setLevel(level)
+    # third-party chatter (mail.log of aiosmtpd, schedule's per-run debug lines) stays quiet
+    logging.getLogger("schedule").setLevel(max(level, logging.INFO))
+
+
+def shutdown() -> None:
+    """Flush and close our handlers (on exit)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _MARK, False):
+            handler.flush()

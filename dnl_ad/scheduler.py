@@ -1,0 +1,292 @@
+"""The loop: a `schedule` registry of the seven alert sweeps and the delivery step.
+
+One thread runs everything, so jobs never overlap: a long job delays the others and
+never runs twice at once. Every second the loop runs the jobs that are due, each with
+`now` read from the clock when that job starts (the only clock read in the daemon;
+tests inject their own). A job that raises is logged with its traceback and backs off
+(period x 2^failures, capped); the loop and the other jobs go on. All jobs share one
+db.Database, so an outage is logged once when it starts and once when it ends
+(Database keeps that bookkeeping); a job that fails only because the database is away
+backs off quietly.
+
+Stop and reload requests come from signal handlers through Wakeup, a self-pipe: the
+handler only sets a flag and writes one byte, which is safe in a signal handler and
+wakes the loop (and any backoff sleep) at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import os
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import schedule
+
+from . import db
+from .alerts import ALERTS, AlertSpec
+from .config import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+TICK_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 300.0          # a failing job is retried at least this often
+OUTAGE_BACKOFF_CAP_SECONDS = 30.0    # ...and sooner when only the database was away
+
+
+def utc_now() -> dt.datetime:
+    """The daemon's clock: aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Wakeup:
+    """Signal-safe stop/reload requests plus an interruptible sleep (a self-pipe)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        for fd in (self._r, self._w):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self.stop_requested = False
+        self.reload_requested = False
+        self.reason = ""
+
+    @property
+    def fds(self) -> tuple[int, int]:
+        return self._r, self._w
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is awake already
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if not self.stop_requested:
+            self.reason = reason
+        self.stop_requested = True
+        self._poke()
+
+    def request_reload(self) -> None:
+        self.reload_requested = True
+        self._poke()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to `timeout` s, less if a request arrives; True when stop is requested."""
+        if not self.stop_requested and timeout > 0:
+            try:
+                select.select([self._r], [], [], timeout)
+            except InterruptedError:
+                pass
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        return self.stop_requested
+
+    def sleep(self, seconds: float) -> None:
+        """For db.Database's reconnect backoff: a stop request cuts it short."""
+        self.wait(seconds)
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _Job(schedule.Job):
+    """A schedule.Job that reads the registry's clock, passes `now` to its function,
+    and turns an exception into a logged, backed-off failure instead of a crash."""
+
+    scheduler: Registry
+
+    def __init__(self, interval: int, scheduler: Registry) -> None:
+        super().__init__(interval, scheduler)
+        self.name = ""
+        self.failures = 0
+
+    @property
+    def period(self) -> float:
+        return float(self.interval)
+
+    @property
+    def should_run(self) -> bool:
+        return self.next_run is not None and self.scheduler.clock() >= self.next_run
+
+    def _schedule_next_run(self) -> None:
+        self.next_run = self.scheduler.clock() + dt.timedelta(seconds=self.period)
+
+    def backoff(self, outage: bool) -> float:
+        cap = OUTAGE_BACKOFF_CAP_SECONDS if outage else BACKOFF_CAP_SECONDS
+        return min(self.period * 2 ** self.failures, max(self.period, cap))
+
+    def run(self) -> Any:
+        now = self.scheduler.clock()
+        started = time.monotonic()
+        delay = self.period
+        result = None
+        try:
+            result = self.job_func(now)
+        except db.CONNECTION_ERRORS as exc:
+            self.failures += 1
+            delay = self.backoff(outage=True)
+            # Database logged the outage itself (once); one line per job would be noise.
+            log.debug("job %s: database unavailable (%s); next try in %.0f s", self.name,
+                      db.scrub(str(exc)).strip().splitlines()[0] if str(exc).strip() else exc,
+                      delay)
+        except Exception:
+            self.failures += 1
+            delay = self.backoff(outage=False)
+            log.exception("job %s failed (%d in a row); next try in %.0f s", self.name,
+                          self.failures, delay)
+        else:
+            if self.failures:
+                log.warning("job %s works again after %d failed runs", self.name, self.failures)
+            self.failures = 0
+            log.debug("job %s done in %.2f s", self.name, time.monotonic() - started)
+        self.last_run = self.scheduler.clock()
+        self.next_run = self.last_run + dt.timedelta(seconds=delay)
+        return result
+
+
+class Registry(schedule.Scheduler):
+    """schedule.Scheduler with an injectable clock (aware UTC) and named jobs."""
+
+    def __init__(self, clock: Clock = utc_now) -> None:
+        super().__init__()
+        self.clock = clock
+        self.jobs: list[_Job] = []  # type: ignore[assignment]
+
+    def every(self, interval: int = 1) -> _Job:  # type: ignore[override]
+        return _Job(interval, self)
+
+    def add(self, name: str, period: int, func: Callable[[dt.datetime], Any]) -> _Job:
+        """Register `func(now)` every `period` seconds; its first run is due at once."""
+        job = self.every(period).seconds.do(func)
+        job.name = name
+        job.tag(name)
+        job.next_run = self.clock()
+        return job
+
+    def job(self, name: str) -> _Job:
+        return next(j for j in self.jobs if j.name == name)
+
+    def run_pending(self, stop: Callable[[], bool] = lambda: False) -> list[str]:
+        """Run every due job, earliest first; returns their names. Stops early on request."""
+        ran = []
+        for job in sorted(j for j in self.jobs if j.should_run):
+            if stop():
+                break
+            self._run_job(job)
+            ran.append(job.name)
+        return ran
+
+
+@dataclass
+class JobDef:
+    name: str
+    period: int
+    func: Callable[[dt.datetime], Any]
+
+
+class Loop:
+    """The daemon's main loop around one Registry, one Database and one Wakeup."""
+
+    def __init__(self, settings: Settings, database: db.Database, *,
+                 clock: Clock = utc_now, wakeup: Wakeup | None = None,
+                 jobs: Callable[[Loop], list[JobDef]] | None = None,
+                 reload: Callable[[], Settings] | None = None,
+                 on_reload: Callable[[Settings], None] | None = None) -> None:
+        self.settings = settings
+        self.database = database
+        self.wakeup = wakeup or Wakeup()
+        self.registry = Registry(clock)
+        self._jobs = jobs or standard_jobs
+        self._reload, self._on_reload = reload, on_reload
+        self._build()
+
+    def _build(self) -> None:
+        self.registry.clear()
+        for job in self._jobs(self):
+            self.registry.add(job.name, job.period, job.func)
+
+    def should_stop(self) -> bool:
+        return self.wakeup.stop_requested
+
+    def tick(self) -> list[str]:
+        """Run what is due now; the loop calls this every second, tests call it directly."""
+        return self.registry.run_pending(self.should_stop)
+
+    def reload(self) -> bool:
+        """Re-read the configuration; keep the running one if the new one is bad."""
+        self.wakeup.reload_requested = False
+        if self._reload is None:
+            return False
+        try:
+            new = self._reload()
+        except ConfigError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return False
+        if new.connection_string != self.settings.connection_string:
+            self.database.close()
+            self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep)
+        self.settings = new
+        if self._on_reload is not None:
+            self._on_reload(new)
+        self._build()
+        log.info("configuration reloaded from %s; templates are read afresh; all jobs run now",
+                 new.config_path or "defaults and DNL_AD_* environment")
+        return True
+
+    def run_forever(self) -> None:
+        """Tick every second until a stop request; reload between ticks on request."""
+        while not self.wakeup.stop_requested:
+            if self.wakeup.reload_requested:
+                self.reload()
+            self.tick()
+            self.wakeup.wait(TICK_SECONDS)
+        log.info("%s: finishing: the work in hand is done, leaving the loop",
+                 self.wakeup.reason or "stop requested")
+
+
+# --- the standard jobs ------------------------------------------------------------------
+
+def _sweep_job(loop: Loop, spec: AlertSpec) -> Callable[[dt.datetime], Any]:
+    def run(now: dt.datetime) -> Any:
+        started = time.monotonic()
+        result = spec.sweep_function()(loop.database, now, loop.settings)
+        busy = result.queued or result.skipped or result.state_changes
+        log.log(logging.INFO if busy else logging.DEBUG,
+                "%s: %d queued, %d already queued, %d skipped, %d state changes (%.2f s)",
+                spec.kind, result.queued, result.duplicates, result.skipped,
+                result.state_changes, time.monotonic() - started)
+        return result
+    return run
+
+
+def _delivery_job(loop: Loop) -> Callable[[dt.datetime], Any]:
+    def run(now: dt.datetime) -> Any:
+        from . import delivery
+
+        result = delivery.deliver(loop.database, loop.settings, now=now,
+                                  should_stop=loop.should_stop)
+        log.debug("delivery: %s", result)
+        return result
+    return run
+
+
+def standard_jobs(loop: Loop) -> list[JobDef]:
+    """The seven sweeps at their configured cadences, then delivery (same-instant ties run
+    in this order, so a notice queued in a tick goes out in the same tick)."""
+    jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
+                   _sweep_job(loop, spec)) for spec in ALERTS.values()]
+    jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
+    return jobs

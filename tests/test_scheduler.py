@@ -1,0 +1,207 @@
+"""The loop: cadences, no overlap, failure isolation with backoff, outages, stop, reload.
+
+The loop's clock is injected (FakeClock), so every test steps time explicitly; nothing
+waits for a real clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import pytest
+
+from dnl_ad import db
+from dnl_ad.alerts import ALERTS
+from dnl_ad.config import ConfigError
+from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
+from dnl_ad.scheduler import BACKOFF_CAP_SECONDS, JobDef, Loop, Wakeup, standard_jobs
+
+from .conftest import utc
+
+T0 = utc(2026, 11, 21, 9)
+
+
+class FakeClock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def _loop(settings, database, clock, jobs):
+    return Loop(settings, database, clock=clock, jobs=lambda loop: jobs)
+
+
+def test_failing_job_backs_off_and_others_keep_running(settings, database, caplog) -> None:
+    clock = FakeClock(T0)
+    boom_runs: list[dt.datetime] = []
+    count_runs: list[dt.datetime] = []
+    healthy = {"now": False}
+
+    def boom(now: dt.datetime) -> None:
+        boom_runs.append(now)
+        if not healthy["now"]:
+            raise RuntimeError("template store exploded")
+
+    loop = _loop(settings, database, clock, [JobDef("boom", 10, boom),
+                                             JobDef("count", 10, count_runs.append)])
+    caplog.set_level(logging.INFO)
+    for _ in range(71):  # 0 .. 700 s, one tick every 10 s
+        loop.tick()
+        clock.advance(10)
+    offsets = [int((t - T0).total_seconds()) for t in boom_runs]
+    # period x 2^failures: 20, 40, 80, 160, then capped at BACKOFF_CAP_SECONDS
+    assert offsets == [0, 20, 60, 140, 300, 600]
+    assert BACKOFF_CAP_SECONDS == 300
+    assert len(count_runs) == 71  # the healthy job ran at every tick regardless
+    failures = [r for r in caplog.records if "job boom failed" in r.getMessage()]
+    assert len(failures) == 6
+    assert all(r.exc_info and "template store exploded" in str(r.exc_info[1]) for r in failures)
+    assert "6 in a row" in failures[-1].getMessage()
+
+    healthy["now"] = True
+    clock.now = T0 + dt.timedelta(seconds=900)
+    assert sorted(loop.tick()) == ["boom", "count"]
+    assert "job boom works again after 6 failed runs" in caplog.text
+    clock.advance(10)
+    assert sorted(loop.tick()) == ["boom", "count"]  # back to its own cadence
+
+
+def test_jobs_never_overlap_and_missed_runs_are_not_replayed(settings, database) -> None:
+    clock = FakeClock(T0)
+    busy: list[str] = []
+    runs: list[tuple[str, dt.datetime]] = []
+
+    def job(name: str, takes: float):
+        def run(now: dt.datetime) -> None:
+            assert not busy, f"{name} started while {busy} was running"
+            busy.append(name)
+            runs.append((name, now))
+            clock.advance(takes)  # a long job: the clock moves on while it works
+            busy.remove(name)
+        return run
+
+    loop = _loop(settings, database, clock, [JobDef("slow", 10, job("slow", 25)),
+                                             JobDef("fast", 10, job("fast", 0))])
+    assert loop.tick() == ["slow", "fast"]
+    # fast was delayed by slow and saw the clock as it was when it started
+    assert runs == [("slow", T0), ("fast", T0 + dt.timedelta(seconds=25))]
+    clock.now = T0 + dt.timedelta(seconds=30)
+    assert loop.tick() == []  # next runs are 10 s after each one finished, not a backlog
+    clock.now = T0 + dt.timedelta(seconds=35)
+    assert loop.tick() == ["slow", "fast"]
+    assert len(runs) == 4
+
+
+def test_each_job_gets_aware_utc_now_from_the_clock(settings, database) -> None:
+    seen: list[dt.datetime] = []
+    clock = FakeClock(T0)
+    loop = _loop(settings, database, clock, [JobDef("a", 5, seen.append)])
+    loop.tick()
+    clock.advance(7)
+    loop.tick()
+    assert seen == [T0, T0 + dt.timedelta(seconds=7)]
+    assert all(t.utcoffset() == dt.timedelta(0) for t in seen)
+
+
+def test_standard_jobs_use_configured_cadences(settings, database) -> None:
+    settings = settings.replace(balance_check_seconds=11, daily_check_seconds=22,
+                                trunk_check_seconds=33, delivery_seconds=4)
+    loop = Loop(settings, database, clock=lambda: T0)
+    periods = {job.name: job.period for job in loop.registry.jobs}
+    expected = {spec.kind: getattr(settings, spec.cadence_setting) for spec in ALERTS.values()}
+    assert periods == {**expected, "delivery": 4}
+    assert expected["low_balance"] == 11 and expected["usage_summary"] == 22
+    assert expected["trunk_suspended"] == 33
+    # all due at once on start, sweeps before delivery
+    assert [j.name for j in sorted(loop.registry.jobs) if j.should_run][-1] == "delivery"
+    assert len(standard_jobs(loop)) == 8
+
+
+def test_stop_request_ends_the_loop_between_jobs(settings, database) -> None:
+    ran: list[str] = []
+
+    def first(now: dt.datetime) -> None:
+        ran.append("first")
+        loop.wakeup.request_stop("SIGTERM received")
+
+    loop = _loop(settings, database, lambda: T0, [JobDef("first", 5, first),
+                                                  JobDef("second", 5, lambda now: ran.append("2"))])
+    loop.run_forever()  # returns without waiting: the stop came during the first tick
+    assert ran == ["first"]
+
+
+def test_wakeup_cuts_a_sleep_short() -> None:
+    wakeup = Wakeup()
+    wakeup.request_stop("test")
+    assert wakeup.wait(30) is True  # returns at once, not after 30 s
+    assert wakeup.reason == "test"
+    wakeup.close()
+
+
+def test_reload_applies_new_cadences_and_keeps_old_on_error(settings, database, caplog) -> None:
+    new = settings.replace(delivery_seconds=42)
+    answers: list[object] = [new, ConfigError("DELIVERY_SECONDS", "x", "an integer >= 1")]
+    applied: list[object] = []
+
+    def reload():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    loop = Loop(settings, database, clock=lambda: T0, reload=reload, on_reload=applied.append)
+    assert loop.registry.job("delivery").period == settings.delivery_seconds
+    assert loop.reload() is True
+    assert loop.registry.job("delivery").period == 42 and applied == [new]
+    caplog.set_level(logging.ERROR)
+    assert loop.reload() is False
+    assert loop.settings is new and "reload refused" in caplog.text
+    assert "DELIVERY_SECONDS" in caplog.text
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    server = EmbeddedPostgres(tmp_path / "pg")
+    yield server
+    server.cleanup()
+
+
+def test_postgres_restart_logs_one_outage_and_work_resumes(own_server, settings, caplog) -> None:
+    dsn = build_provider_database(own_server.admin_dsn, "loop_restart")
+    database = db.Database(dsn, min_backoff=0.05, max_backoff=0.2)
+    clock = FakeClock(T0)
+    written: list[dt.datetime] = []
+
+    def sweep_like(now: dt.datetime) -> None:
+        """Writes a row through the shared Database, as a sweep would."""
+        with database.transaction() as cur:
+            cur.execute("INSERT INTO version_information (program_name, start_time) "
+                        "VALUES (%s, %s)", ("loop-probe", now))
+        written.append(now)
+
+    other: list[dt.datetime] = []
+    loop = Loop(settings.replace(connection_string=dsn), database, clock=clock,
+                jobs=lambda lp: [JobDef("probe", 5, sweep_like), JobDef("other", 5, other.append)])
+    caplog.set_level(logging.INFO)
+    loop.tick()
+    own_server.restart()
+    for _ in range(12):
+        clock.advance(5)
+        loop.tick()
+    assert caplog.text.count("unreachable") == 1
+    assert caplog.text.count("is back") == 1
+    assert "job probe failed" not in caplog.text  # an outage is not a traceback per job
+    assert len(other) == 13  # the other job never stopped
+    assert written[0] == T0 and len(written) >= 10  # work resumed after the restart
+    with database.transaction() as cur:
+        cur.execute("SELECT count(*) AS n FROM version_information WHERE program_name = %s",
+                    ("loop-probe",))
+        assert cur.fetchone()["n"] == len(written)
+    database.close()
+    drop_database(own_server.admin_dsn, "loop_restart")
