@@ -1,0 +1,151 @@
+"""Alert 5: the daily CDR delivery, one mail with a download link per trunk that carried calls.
+
+For each due client (its previous local day), every active trunk with at least one
+non-zero call in the window gets a link: from the DNL CDR export API when CDR_API_URL is
+set and answers in time, else the static CDR_DOWNLOAD_URL link (dnl_ad.cdr_api). One
+mail lists them all, to billing_email plus system_parameter.finance_email. A client with
+no such trunk gets no mail. cdr_count is the number of calls (attempts) on the listed
+trunks in the window: the number of records the files hold.
+
+The API can take minutes, so the sweep runs in three steps and holds no transaction
+while it waits on HTTP: read (who is due, their trunks), links, then queue.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from markupsafe import Markup
+from psycopg2 import sql
+
+from .. import clock, db
+from ..cdr_api import Link, LinkMaker
+from ..config import Settings
+from ..notice import Notice
+from ..pipeline import Pipeline
+from . import SweepResult, daily_common
+from .daily_common import Due
+
+log = logging.getLogger(__name__)
+
+KIND = "cdr_delivery"
+SPEC = daily_common.DailySpec(KIND, "daily_cdr_generation", "auto_cdr", "daily CDR delivery",
+                              needs_billing_email=False)
+
+# Per due window: each active trunk of the client with non-zero calls in it, its calls.
+QUERY = sql.SQL(
+    "WITH {windows}, "
+    "t AS (SELECT w.key, w.t0, w.t1, r.resource_id, r.alias FROM w "
+    "JOIN resource r ON r.client_id = w.client_id AND r.active), "
+    "legs AS (SELECT t.key, t.resource_id, d.ingress_total_calls AS calls, d.not_zero_calls AS nz "
+    "FROM t JOIN cdr_report_detail d ON d.ingress_id = t.resource_id "
+    "AND d.report_time >= t.t0 AND d.report_time < t.t1 "
+    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s "
+    "UNION ALL SELECT t.key, t.resource_id, d.egress_total_calls, d.not_zero_calls "
+    "FROM t JOIN cdr_report_detail d ON d.egress_id = t.resource_id "
+    "AND d.report_time >= t.t0 AND d.report_time < t.t1 "
+    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s), "
+    "per AS (SELECT key, resource_id, sum(calls) AS calls FROM legs "
+    "GROUP BY key, resource_id HAVING sum(nz) > 0) "
+    "SELECT w.key, c.name, c.company, c.billing_email, per.resource_id, t.alias, "
+    "per.calls::bigint AS calls "
+    "FROM w JOIN client c ON c.client_id = w.client_id "
+    "JOIN per ON per.key = w.key "
+    "JOIN t ON t.key = per.key AND t.resource_id = per.resource_id "
+    "ORDER BY w.key, per.resource_id"
+).format(windows=daily_common.WINDOWS)
+
+
+def fetch(cur: db.Cursor, due: list[Due]) -> dict[str, dict[str, Any]]:
+    """key -> client columns plus `trunks`: [(resource_id, alias, calls)], only keys with
+    traffic."""
+    grouped: dict[str, dict[str, Any]] = {}
+    if not due:
+        return grouped
+    cur.execute(QUERY, daily_common.windows_params(due))
+    for row in cur.fetchall():
+        entry = grouped.setdefault(row["key"], {**dict(row), "trunks": []})
+        entry["trunks"].append((row["resource_id"], row["alias"] or "", int(row["calls"])))
+    return grouped
+
+
+def file_name(alias: str, trunk_id: int, day: dt.date) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", alias).strip("_") or f"trunk{trunk_id}"
+    return f"{stem}_{day:%Y%m%d}.csv"
+
+
+def context(due: Due, row: Mapping[str, Any], links: list[tuple[Link, str, int]]
+            ) -> dict[str, Any]:
+    """Every CDR-delivery tag (PROVIDER_DB.md); links are (link, alias, calls) per trunk."""
+    items = Markup("").join(
+        Markup('<li><a href="{}">{}</a></li>').format(link.url, alias or f"trunk {link.trunk_id}")
+        for link, alias, _ in links)
+    return {
+        "client_name": row.get("name") or "",
+        "company_name": row.get("company") or row.get("name") or "",
+        "begin_time": due.begin_text,
+        "end_time": due.end_text,
+        "customer_gmt": due.customer_gmt,
+        "cdr_count": sum(calls for _, _, calls in links),
+        "download_link": Markup("<ul>") + items + Markup("</ul>"),
+        "file_name": ", ".join(file_name(a, lk.trunk_id, due.report_day) for lk, a, _ in links),
+        "share_link": links[0][0].url,  # one URL (the first trunk's); download_link has all
+        "trunk_name": ",".join(alias for _, alias, _ in links),
+        "current_day": due.report_day.isoformat(),
+    }
+
+
+def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
+          sleep: Callable[[float], None] | None = None) -> SweepResult:
+    """Queue yesterday's (local) CDR links for every client whose send hour has come.
+
+    1. Read: enabled clients, their due windows, keys already queued (skipped), and one
+       query for every remaining window's trunks with non-zero calls.
+    2. Links, outside any transaction (the API may take minutes; `sleep` is injectable).
+    3. Queue: each client's notice in its own savepoint; a client without traffic is
+       remembered as settled and not looked at again for that day.
+    """
+    now = clock.require_aware(now)
+    result = SweepResult(KIND)
+    mem = daily_common.memory_for(database)
+    with database.transaction() as cur:
+        due = daily_common.plan(cur, SPEC, now, settings, database, result)
+        rows = fetch(cur, due)
+    for d in due:
+        if d.key not in rows:
+            mem.settled[d.key] = d.report_day
+            log.debug("%s: client %s: no active trunk with non-zero calls on %s; no mail",
+                      KIND, d.client_id, d.report_day)
+    if not rows:
+        return result
+    maker = LinkMaker(settings, **({"sleep": sleep} if sleep is not None else {}))
+    links: dict[str, list[tuple[Link, str, int]]] = {}
+    for d in due:
+        row = rows.get(d.key)
+        if row is None:
+            continue
+        found = []
+        for trunk_id, alias, calls in row["trunks"]:
+            link = maker.link(d.client_id, trunk_id, alias, d.start, d.end)
+            if link is not None:
+                found.append((link, alias, calls))
+        links[d.key] = found
+
+    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+        pipeline = Pipeline.open(cur, settings)
+        finance = daily_common.split_addresses(pipeline.system.get("finance_email"))
+
+        def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
+            found = links.get(d.key) or []
+            if not found:
+                return None  # every link failed and was logged: no link, no mail
+            return daily_common.notice(SPEC, d, row, context(d, row, found), now, finance)
+
+        daily_common.queue_all(cur, pipeline, SPEC, [d for d in due if d.key in rows], rows,
+                               build, database, result)
+        daily_common.finish(result, pipeline)
+    return result

@@ -1,0 +1,399 @@
+"""What the three daily reports (usage summary, balance summary, CDR delivery) share.
+
+Who is due, and for which local day, is worked out in Python because every client has
+its own zone text: one cheap query lists the enabled clients, each client's send instants
+and previous-day windows are computed here, the dedupe keys of the whole sweep are checked
+against the outbox in one query, and only the windows still to send go to the alert's
+single aggregation query (all windows at once, passed as arrays through `unnest`).
+
+Due rule. A report for local day D is due at local D+1 at the client's send hour
+(auto_summary_hour, NULL = 0). A sweep at `now` considers every due instant in
+(now - grace, now], where grace is CATCHUP_HOURS (at least two sweep periods, so that
+CATCHUP_HOURS = 0 still lets a running daemon send). A normally running daemon sends each
+report within one sweep of its hour; one restarted after an outage sends each report it
+missed once if it is not older than the grace, and logs (once) the one it no longer sends.
+Dedupe keys `<kind>:<client>:<local report date>` make "once" hold across sweeps and
+daemons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from psycopg2 import sql
+
+from .. import clock, db, outbox
+from ..config import Settings
+from ..notice import Notice
+from ..pipeline import Pipeline
+from . import SweepResult
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"  # shown for a value the database does not have (NULL balance, no history)
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@dataclass(frozen=True)
+class DailySpec:
+    """One daily report: its kind (dedupe key prefix), enabling column and template."""
+
+    kind: str
+    flag: str       # client column that enables it (is_auto_summary, ...)
+    template: str   # mail_tmplate prefix (auto_summary, ...)
+    title: str      # for alert_rule and logs
+    needs_billing_email: bool = True  # False when other recipients exist (CDR: finance)
+
+
+@dataclass(frozen=True)
+class Due:
+    """One report still to send: a client and one of its previous local days."""
+
+    client_id: int
+    zone: dt.tzinfo
+    report_day: dt.date          # the local day the report covers
+    start: dt.datetime           # UTC, inclusive
+    end: dt.datetime             # UTC, exclusive
+    due_at: dt.datetime          # UTC instant the report became due
+    key: str
+
+    @property
+    def customer_gmt(self) -> str:
+        return clock.gmt_label(self.zone, self.start)
+
+    def local_text(self, instant: dt.datetime) -> str:
+        return instant.astimezone(self.zone).strftime(_TIME_FORMAT)
+
+    @property
+    def begin_text(self) -> str:
+        return self.local_text(self.start)
+
+    @property
+    def end_text(self) -> str:
+        """The last second of the day (23:59:59 local), as people read a day's end."""
+        return self.local_text(self.end - dt.timedelta(seconds=1))
+
+
+@dataclass
+class _Memory:
+    """Per-database memory of a long-running daemon, so that work is not repeated.
+
+    settled: keys decided "nothing to send" (no traffic): not re-aggregated every sweep.
+    logged:  keys whose one-time log line (too old, no recipient) was written.
+    A restart forgets it; then each such key is re-decided or re-logged once.
+    """
+
+    settled: dict[str, dt.date] = field(default_factory=dict)
+    logged: dict[str, dt.date] = field(default_factory=dict)
+
+    def prune(self, before: dt.date) -> None:
+        for book in (self.settled, self.logged):
+            for key in [k for k, day in book.items() if day < before]:
+                del book[key]
+
+
+_MEMORY: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
+
+
+def memory_for(database: Any) -> _Memory:
+    """The memory kept for this Database object (one per daemon; one per test)."""
+    mem = _MEMORY.get(database)
+    if mem is None:
+        mem = _MEMORY[database] = _Memory()
+    return mem
+
+
+def dedupe_key(kind: str, client_id: int, day: dt.date) -> str:
+    return f"{kind}:{client_id}:{day.isoformat()}"
+
+
+def grace(settings: Settings) -> dt.timedelta:
+    """How old a due instant may be and still be sent (CATCHUP_HOURS, floored)."""
+    return max(dt.timedelta(hours=settings.catchup_hours),
+               dt.timedelta(seconds=2 * settings.daily_check_seconds))
+
+
+def send_hour(client_id: int, value: Any, mem: _Memory, kind: str) -> int:
+    """auto_summary_hour as 0-23; NULL = 0; a value out of range is logged and 0 is used."""
+    if value is None:
+        return 0
+    try:
+        hour = int(value)
+    except (TypeError, ValueError):
+        hour = -1
+    if 0 <= hour <= 23:
+        return hour
+    note = f"hour:{kind}:{client_id}:{value}"
+    if note not in mem.logged:
+        mem.logged[note] = dt.date.max
+        log.warning("%s: client %s: auto_summary_hour %r is not an hour 0-23; using 0",
+                    kind, client_id, value)
+    return 0
+
+
+def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timedelta
+                 ) -> tuple[list[tuple[dt.date, dt.datetime]], tuple[dt.date, dt.datetime] | None]:
+    """(report day, due instant) pairs due in (now - window, now], oldest first, and the
+    latest one already older than the window (the report a long outage lost), if any."""
+    today = clock.local_date(now, zone)
+    days_back = window.days + 2
+    fresh: list[tuple[dt.date, dt.datetime]] = []
+    stale: tuple[dt.date, dt.datetime] | None = None
+    for back in range(days_back, -1, -1):
+        send_day = today - dt.timedelta(days=back)
+        due_at = clock.local_instant(send_day, zone, hour)
+        if due_at > now:
+            continue
+        report_day = send_day - dt.timedelta(days=1)
+        if now - due_at <= window:
+            fresh.append((report_day, due_at))
+        else:
+            stale = (report_day, due_at)
+    return fresh, stale
+
+
+_CLIENTS = sql.SQL(
+    "SELECT c.client_id, c.auto_summary_hour, c.auto_send_zone, "
+    "c.daily_balance_send_time_zone, "
+    "(SELECT s.sys_timezone FROM system_parameter s ORDER BY s.id LIMIT 1) AS sys_timezone "
+    "FROM client c WHERE c.status AND c.{flag} ORDER BY c.client_id"
+)
+
+
+def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
+         database: Any, result: SweepResult,
+         resolver: clock.ZoneResolver | None = None) -> list[Due]:
+    """The reports of `spec` due at `now` and not yet queued (nor settled), oldest first.
+
+    1. One query: enabled active clients with their send hour and zone candidates.
+    2. Python: each client's zone, due instants within the grace, report windows.
+    3. One query: which of those keys are in the outbox already (never re-rendered).
+    4. A due instant older than the grace whose report was never queued is logged once.
+    """
+    now = clock.require_aware(now)
+    mem = memory_for(database)
+    window = grace(settings)
+    mem.prune(clock.local_date(now - window, clock.UTC) - dt.timedelta(days=3))
+    cur.execute(_CLIENTS.format(flag=sql.Identifier(spec.flag)))
+    candidates: list[Due] = []
+    stale: list[Due] = []
+    for row in cur.fetchall():
+        cid = row["client_id"]
+        zone = clock.client_zone(cid, row["auto_send_zone"], row["daily_balance_send_time_zone"],
+                                 row["sys_timezone"], resolver)
+        hour = send_hour(cid, row["auto_summary_hour"], mem, spec.kind)
+        fresh, old = due_instants(now, zone, hour, window)
+        for day, due_at in fresh:
+            candidates.append(_due(spec, cid, zone, day, due_at))
+        if old is not None:
+            stale.append(_due(spec, cid, zone, *old))
+    keys = [d.key for d in candidates if d.key not in mem.settled]
+    keys += [d.key for d in stale if d.key not in mem.logged]
+    queued = outbox.already_queued(cur, settings.own_schema, keys)
+    result.duplicates += sum(1 for d in candidates if d.key in queued)
+    _log_lost(spec, [d for d in stale if d.key not in queued and d.key not in mem.logged],
+              settings, mem)
+    return [d for d in candidates if d.key not in queued and d.key not in mem.settled]
+
+
+def _due(spec: DailySpec, client_id: int, zone: dt.tzinfo, day: dt.date,
+         due_at: dt.datetime) -> Due:
+    start, end = clock.day_window(day, zone)
+    return Due(client_id, zone, day, start, end, due_at, dedupe_key(spec.kind, client_id, day))
+
+
+def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
+    """One line per sweep for reports a long outage made too old to send (each key once)."""
+    if not lost:
+        return
+    for d in lost:
+        mem.logged[d.key] = d.report_day
+    shown = ", ".join(f"client {d.client_id} day {d.report_day} (due {d.due_at:%Y-%m-%d %H:%M}"
+                      " UTC)" for d in lost[:10])
+    more = f" and {len(lost) - 10} more" if len(lost) > 10 else ""
+    log.warning("%s: %d report(s) not sent: due more than CATCHUP_HOURS=%s ago and never "
+                "queued (daemon down, or the report was newly enabled): %s%s", spec.kind,
+                len(lost), settings.catchup_hours, shown, more)
+
+
+def windows_params(due: Sequence[Due]) -> dict[str, Any]:
+    """Bound parameters for WINDOWS: one array per column, plus the overall range."""
+    return {
+        "w_client": [d.client_id for d in due],
+        "w_start": [d.start for d in due],
+        "w_end": [d.end for d in due],
+        "w_key": [d.key for d in due],
+        "w_day": [d.report_day for d in due],
+        "lo": min(d.start for d in due),
+        "hi": max(d.end for d in due),
+    }
+
+
+# The due windows as a relation; %(lo)s/%(hi)s bound the whole scan so that PostgreSQL
+# prunes cdr_report_detail to the UTC-day children the windows touch.
+WINDOWS = sql.SQL(
+    "w AS (SELECT * FROM unnest(%(w_client)s::int[], %(w_start)s::timestamptz[], "
+    "%(w_end)s::timestamptz[], %(w_key)s::text[], %(w_day)s::date[]) "
+    "AS w(client_id, t0, t1, key, day))"
+)
+
+# Buy (the client on the ingress side) and sell (egress side) totals per window.
+TRAFFIC = sql.SQL(
+    "buy AS (SELECT w.key, sum(d.ingress_total_calls) AS total_calls, "
+    "sum(d.ingress_success_calls) AS success_calls, sum(d.not_zero_calls) AS not_zero_calls, "
+    "sum(d.ingress_bill_time) AS bill_time, sum(d.ingress_call_cost) AS cost, "
+    "sum(d.duration) AS duration "
+    "FROM w JOIN cdr_report_detail d ON d.ingress_client_id = w.client_id "
+    "AND d.report_time >= w.t0 AND d.report_time < w.t1 "
+    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s GROUP BY w.key), "
+    "sell AS (SELECT w.key, sum(d.egress_total_calls) AS total_calls, "
+    "sum(d.egress_success_calls) AS success_calls, sum(d.not_zero_calls) AS not_zero_calls, "
+    "sum(d.egress_bill_time) AS bill_time, sum(d.egress_call_cost) AS cost, "
+    "sum(d.duration) AS duration "
+    "FROM w JOIN cdr_report_detail d ON d.egress_client_id = w.client_id "
+    "AND d.report_time >= w.t0 AND d.report_time < w.t1 "
+    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s GROUP BY w.key)"
+)
+
+# Client columns every daily report shows, for `FROM w JOIN client c ...`.
+CLIENT_COLUMNS = sql.SQL(
+    "c.name, c.company, c.billing_email, c.allowed_credit, c.unlimited_credit, c.mode, "
+    "b.balance::numeric AS balance, "
+    "(SELECT string_agg(r.alias, ',' ORDER BY r.resource_id) FROM resource r "
+    "WHERE r.client_id = c.client_id AND coalesce(r.alias, '') <> '') AS switch_alias"
+)
+CLIENT_JOIN = sql.SQL(
+    "JOIN client c ON c.client_id = w.client_id "
+    "LEFT JOIN c4_client_balance b ON b.client_id = c.client_id::text"
+)
+
+
+def fetch_by_key(cur: db.Cursor, query: sql.Composable, due: Sequence[Due]
+                 ) -> dict[str, dict[str, Any]]:
+    """Run an alert's aggregation query over all due windows; rows keyed by dedupe key."""
+    if not due:
+        return {}
+    cur.execute(query, windows_params(due))
+    return {row["key"]: dict(row) for row in cur.fetchall()}
+
+
+# --- context values (contract with the renderer: Decimal = money, int = counts,
+#     str = already formatted text)
+
+def minutes(seconds: Any) -> str:
+    """Seconds as minutes with two decimals ('12.50'): durations are not money."""
+    value = Decimal(seconds or 0) / Decimal(60)
+    return str(value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
+
+
+def count(value: Any) -> int:
+    return int(value or 0)
+
+
+def money(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value or 0))
+
+
+def client_context(due: Due, row: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """Tags every daily report carries: names, window, zone, credit and balance."""
+    limit = -money(row.get("allowed_credit"))
+    balance = row.get("balance")
+    if balance is None:
+        log.warning("%s: client %s has no current balance (c4_client_balance missing or NULL);"
+                    " balance and remaining credit show %r", kind, due.client_id, UNKNOWN)
+    remaining: Any = UNKNOWN if balance is None else money(balance) + limit
+    return {
+        "client_name": row.get("name") or "",
+        "company_name": row.get("company") or row.get("name") or "",
+        "begin_time": due.begin_text,
+        "end_time": due.end_text,
+        "customer_gmt": due.customer_gmt,
+        "credit_limit": limit,
+        "allowed_credit": limit,
+        "balance": UNKNOWN if balance is None else money(balance),
+        "remaining_credit": remaining,
+        "switch_alias": row.get("switch_alias") or "",
+    }
+
+
+def split_addresses(text: str | None) -> tuple[str, ...]:
+    """'a@x; b@y, c@z' -> ('a@x', 'b@y', 'c@z') (validation is the mail layer's job)."""
+    return tuple(a.strip() for a in re.split(r"[;,]", text or "") if a.strip())
+
+
+def notice(spec: DailySpec, due: Due, row: Mapping[str, Any], context: Mapping[str, Any],
+           now: dt.datetime, extra: Iterable[str] = ()) -> Notice:
+    return Notice(
+        kind=spec.kind, dedupe_key=due.key, template=spec.template, client_id=due.client_id,
+        recipients=row.get("billing_email"), context=dict(context), decided_at=now,
+        alert_rule=f"{spec.title} for {due.report_day.isoformat()} ({due.customer_gmt})",
+        extra_recipients=tuple(extra),
+        meta={"report_day": due.report_day.isoformat(), "window": (due.start, due.end)},
+    )
+
+
+Builder = Callable[[Due, Mapping[str, Any]], Notice | None]
+
+
+def queue_all(cur: db.Cursor, pipeline: Pipeline, spec: DailySpec, due: Sequence[Due],
+              rows: Mapping[str, Mapping[str, Any]], build: Builder, database: Any,
+              result: SweepResult) -> None:
+    """Build and queue each due report in its own savepoint: a bad client skips itself.
+
+    `build` returns None when there is nothing to send (no traffic): the key is then
+    remembered as settled so later sweeps do not aggregate it again.
+    """
+    mem = memory_for(database)
+    for d in due:
+        row = rows.get(d.key)
+        if row is None:  # the client vanished between the two queries
+            continue
+        if spec.needs_billing_email and not split_addresses(row.get("billing_email")):
+            if d.key not in mem.logged:
+                mem.logged[d.key] = d.report_day
+                log.warning("%s: client %s has no billing_email; report for %s not sent",
+                            spec.kind, d.client_id, d.report_day)
+            result.skipped += 1
+            continue
+        try:
+            with db.savepoint(cur, f"{spec.kind}_item"):
+                n = build(d, row)
+                if n is None:
+                    mem.settled[d.key] = d.report_day
+                    continue
+                pipeline.queue(cur, n)
+        except db.CONNECTION_ERRORS:
+            raise
+        except Exception:
+            result.skipped += 1
+            log.exception("%s: client %s report for %s not queued; will retry next sweep",
+                          spec.kind, d.client_id, d.report_day)
+
+
+def run(database: db.Database, now: dt.datetime, settings: Settings, spec: DailySpec,
+        query: sql.Composable, build: Callable[[Due, Mapping[str, Any], dt.datetime], Notice | None]
+        ) -> SweepResult:
+    """A whole daily sweep in one unit of work: plan, one aggregation query, queue."""
+    now = clock.require_aware(now)
+    result = SweepResult(spec.kind)
+    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+        pipeline = Pipeline.open(cur, settings)
+        due = plan(cur, spec, now, settings, database, result)
+        rows = fetch_by_key(cur, query, due)
+        queue_all(cur, pipeline, spec, due, rows, lambda d, r: build(d, r, now), database,
+                  result)
+        finish(result, pipeline)
+    return result
+
+
+def finish(result: SweepResult, pipeline: Pipeline) -> None:
+    result.queued += pipeline.queued
+    result.duplicates += pipeline.duplicates
+    result.mails.extend(pipeline.mails)
