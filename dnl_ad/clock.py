@@ -129,9 +129,13 @@ def local_instant(day: dt.date, zone: dt.tzinfo, hour: int = 0) -> dt.datetime:
     try:
         aware = localize(naive, is_dst=None)
     except pytz.NonExistentTimeError:
-        aware = zone.normalize(localize(naive, is_dst=True))  # type: ignore[attr-defined]
+        # Skipped by a spring-forward: read the wall time with the offset in force before
+        # the gap, which lands on the first instant after it (02:30 -> 03:30; a skipped
+        # midnight -> 01:00, the day's real start). is_dst=True would land before the gap,
+        # in the previous local day.
+        aware = localize(naive, is_dst=False)
     except pytz.AmbiguousTimeError:
-        aware = localize(naive, is_dst=True)
+        aware = localize(naive, is_dst=True)  # repeated by a fall-back: the first occurrence
     return aware.astimezone(UTC)
 
 
