@@ -335,3 +335,33 @@ def test_fine_clients_cost_no_python_work(conn, database, settings) -> None:
                     {"kind": "low_balance", "now": NOW})
         rows = cur.fetchall()
     assert [(r["client_id"], r["action"]) for r in rows] == [(due["client_id"], "open")]
+
+
+def test_smtp_outage_keeps_the_decision_and_mail_goes_out_later(conn, database, settings,
+                                                                smtp) -> None:
+    from dnl_ad import delivery
+    from dnl_ad.smtp_sink import free_port
+
+    f.system(conn)
+    c = f.client(conn, balance=10.0, low_config=AMOUNT_50, name="acme",
+                 billing_email="a@client.example; b@client.example", **PREPAY)
+    down = settings.replace(smtp_port=free_port())  # nothing listens there: an outage
+    assert sweep(database, down).queued == 1
+    outage = delivery.deliver(database, down, now=NOW)
+    assert (outage.sent, outage.retry) == (0, 1)
+    # the decision stands: queued once, provider columns written, nothing lost
+    [row] = queued(conn, c["client_id"])
+    assert row["status"] == "pending" and row["attempts"] == 1
+    assert provider(conn, c["client_id"])["last_lowbalance_time"] == NOW
+    assert sweep(database, down, NOW + dt.timedelta(minutes=1)).queued == 0
+    assert smtp.messages == []
+    # SMTP is back: the retry delivers the same notice, once, to both addresses
+    back = delivery.deliver(database, settings, now=NOW + dt.timedelta(minutes=5))
+    assert back.sent == 1
+    [msg] = smtp.messages
+    assert sorted(msg.rcpt_tos) == ["a@client.example", "b@client.example"]
+    assert msg.message["Message-ID"].strip() == row["message_id"]
+    assert "10.00" in msg.message.get_body(("plain",)).get_content()
+    log_rows = f.rows(conn, "SELECT client_id, type, status FROM email_log")
+    assert log_rows == [{"client_id": c["client_id"], "type": 1, "status": 0}]
+    assert delivery.deliver(database, settings, now=NOW + dt.timedelta(hours=1)).sent == 0
