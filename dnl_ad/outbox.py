@@ -1,31 +1,86 @@
-"""The outbox (minimal first version; the mail pipeline issue adds claim/mark/deliver)."""
+"""The outbox: enqueue (in the alert's transaction), claim (with a lease), mark outcomes.
+
+Life of a row:
+
+1. `enqueue` inserts it in the caller's transaction, ON CONFLICT (dedupe_key) DO NOTHING:
+   "queued once" is a database property. A notice that cannot be sent at all (no valid
+   recipient) is inserted as failed, with its email_log row, in the same transaction.
+2. `claim` takes due pending rows with FOR UPDATE SKIP LOCKED and sets a lease in a
+   short transaction; SMTP then runs with no transaction open. Two deliverers never take
+   the same row; a deliverer that dies mid-batch leaves leases that expire, and the rows
+   are claimed again.
+3. `mark` records each outcome (sent / retry at a later time / failed) and clears the
+   lease; `log_outcomes` writes the provider's email_log rows for final outcomes.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
 from psycopg2 import sql
+from psycopg2.extras import execute_values
 
 from .contract import EMAIL_TYPE
 from .db import Cursor
 from .mail.message import Mail
 from .notice import Notice
 
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+
+def _table(schema: str) -> sql.Composed:
+    return sql.SQL("{}.outbox").format(sql.Identifier(schema))
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One provider email_log row (a notice's final outcome)."""
+
+    send_time: dt.datetime
+    client_id: int | None
+    addresses: Sequence[str]
+    email_type: int
+    alert_rule: str
+    status: int           # 0 sent, 1 failed
+    error: str
+    reply: str
+    subject: str
+    content: str
+
 
 def enqueue(cur: Cursor, schema: str, notice: Notice, mail: Mail) -> bool:
-    """Insert in the caller's transaction; False (no-op) when the dedupe key exists."""
+    """Insert in the caller's transaction; False (no-op) when the dedupe key exists.
+
+    A mail with an `error` (no valid recipient or sender) is stored as failed and its
+    email_log failure row written, so the operator sees it; it is never sent.
+    """
+    failed = bool(mail.error)
     cur.execute(
         sql.SQL(
-            "INSERT INTO {}.outbox (dedupe_key, kind, client_id, resource_id, email_type, "
-            "alert_rule, from_addr, to_addrs, cc_addrs, subject, text_body, html_body, message, "
-            "message_id, next_attempt_at, created_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "INSERT INTO {} (dedupe_key, kind, client_id, resource_id, email_type, alert_rule,"
+            " from_addr, to_addrs, cc_addrs, rejected_addrs, subject, text_body, html_body,"
+            " message, message_id, status, last_error, next_attempt_at, created_at,"
+            " finished_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s::text[], %s, %s, %s,"
+            " %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-        ).format(sql.Identifier(schema)),
+        ).format(_table(schema)),
         (notice.dedupe_key, notice.kind, notice.client_id, notice.resource_id,
          EMAIL_TYPE[notice.kind], notice.alert_rule, mail.from_addr, mail.to, mail.cc,
-         mail.subject, mail.text, mail.html, mail.raw, mail.message_id,
-         notice.decided_at, notice.decided_at),
+         list(mail.rejected), mail.subject, mail.text, mail.html, mail.raw, mail.message_id,
+         FAILED if failed else PENDING, mail.error or None, notice.decided_at,
+         notice.decided_at, notice.decided_at if failed else None),
     )
-    return cur.fetchone() is not None
+    new = cur.fetchone() is not None
+    if new and failed:
+        log_outcomes(cur, [LogEntry(
+            notice.decided_at, notice.client_id,
+            mail.recipients or list(mail.rejected) or [notice.recipients or ""],
+            EMAIL_TYPE[notice.kind], notice.alert_rule, 1, mail.error, "", mail.subject,
+            mail.html)])
+    return new
 
 
 def already_queued(cur: Cursor, schema: str, keys: list[str]) -> set[str]:
@@ -33,8 +88,119 @@ def already_queued(cur: Cursor, schema: str, keys: list[str]) -> set[str]:
     if not keys:
         return set()
     cur.execute(
-        sql.SQL("SELECT dedupe_key FROM {}.outbox WHERE dedupe_key = ANY(%s)").format(
-            sql.Identifier(schema)),
+        sql.SQL("SELECT dedupe_key FROM {} WHERE dedupe_key = ANY(%s)").format(_table(schema)),
         (keys,),
     )
     return {row["dedupe_key"] for row in cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A row taken for delivery, with what is needed to send it and record the result."""
+
+    id: int
+    dedupe_key: str
+    kind: str
+    client_id: int | None
+    email_type: int
+    alert_rule: str
+    from_addr: str
+    to_addrs: list[str]
+    cc_addrs: list[str]
+    done_addrs: list[str]
+    failed_addrs: list[str]
+    subject: str
+    html_body: str
+    message: bytes
+    attempts: int
+
+    @property
+    def recipients(self) -> list[str]:
+        return self.to_addrs + self.cc_addrs
+
+    @property
+    def todo(self) -> list[str]:
+        """Recipients still to send to: neither accepted already nor refused for good."""
+        skip = {a.lower() for a in self.done_addrs + self.failed_addrs}
+        return [a for a in self.recipients if a.lower() not in skip]
+
+
+def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
+          lease: dt.timedelta) -> list[Claimed]:
+    """Take up to `limit` due rows (oldest first), leased until now + lease."""
+    cur.execute(
+        sql.SQL(
+            "WITH due AS ("
+            " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
+            " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+            " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "UPDATE {t} AS o SET lease_until = %(until)s FROM due WHERE o.id = due.id "
+            "RETURNING o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
+            " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
+            " o.html_body, o.message, o.attempts, o.next_attempt_at"
+        ).format(t=_table(schema)),
+        {"now": now, "limit": limit, "until": now + lease},
+    )
+    rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
+    return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
+                    r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
+                    list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
+                    r["html_body"], bytes(r["message"]), r["attempts"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """The new state of one claimed row after an attempt."""
+
+    id: int
+    status: str
+    done_addrs: Sequence[str]
+    failed_addrs: Sequence[str]
+    attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    attempted_at: dt.datetime
+
+
+def mark(cur: Cursor, schema: str, marks: Iterable[Mark]) -> None:
+    """Record attempts (one statement for many rows) and clear their leases."""
+    values = [(m.id, m.status, list(m.done_addrs), list(m.failed_addrs), m.attempts,
+               m.next_attempt_at, m.last_error, m.attempted_at,
+               None if m.status == PENDING else m.attempted_at) for m in marks]
+    if not values:
+        return
+    execute_values(
+        cur,
+        sql.SQL(
+            "UPDATE {} AS o SET status = v.status, done_addrs = v.done,"
+            " failed_addrs = v.failed, attempts = v.attempts, next_attempt_at = v.next_at,"
+            " last_error = v.err, last_attempt_at = v.tried, finished_at = v.fin,"
+            " lease_until = NULL "
+            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin)"
+            " WHERE o.id = v.id"
+        ).format(_table(schema)).as_string(cur),
+        values,
+        template="(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"
+                 " %s::text, %s::timestamptz, %s::timestamptz)",
+    )
+
+
+def release(cur: Cursor, schema: str, ids: Sequence[int]) -> None:
+    """Give claimed rows back untouched (shutdown): the next run takes them at once."""
+    if ids:
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)").format(
+            _table(schema)), (list(ids),))
+
+
+def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
+    """The provider's email_log rows, one per final outcome (field sizes as the UI's)."""
+    values = [(e.send_time, e.client_id, ", ".join(e.addresses)[:500], e.email_type,
+               e.reply or None, e.status, e.error or None, e.subject[:100], e.content,
+               (e.alert_rule or "")[:500]) for e in entries]
+    if values:
+        execute_values(
+            cur,
+            "INSERT INTO email_log (send_time, client_id, email_addresses, type, email_res,"
+            " status, error, subject, content, alert_rule) VALUES %s",
+            values,
+        )

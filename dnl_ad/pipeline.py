@@ -44,24 +44,36 @@ class Pipeline:
 
     def queue(self, cur: Cursor, notice: Notice) -> bool:
         """Render and enqueue one notice. True when newly queued (or dry-run written);
-        False when its dedupe key was already in the outbox."""
+        False when its dedupe key was already in the outbox.
+
+        A notice without a valid recipient (or sender) is still recorded, as failed with
+        its email_log row, so the operator sees it; it counts in `failed`.
+        """
         rendered = mail_render.render_notice(notice, self.mail_config)
         mail = mail_message.build(notice, rendered, self.mail_config)
+        who = ", ".join(mail.recipients) or "(nobody)"
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
-            log.info("dry run: %s client %s to %s subject %r written to %s", notice.kind,
-                     notice.client_id, ", ".join(mail.to + mail.cc) or "(nobody)",
-                     mail.subject, path)
-            self.queued += 1
+            if mail.error:
+                log.warning("dry run: %s client %s would be recorded as failed: %s "
+                            "(written to %s)", notice.kind, notice.client_id, mail.error, path)
+                self.failed += 1
+            else:
+                log.info("dry run: %s client %s to %s subject %r written to %s", notice.kind,
+                         notice.client_id, who, mail.subject, path)
+                self.queued += 1
             self.mails.append(mail)
             return True
         new = outbox.enqueue(cur, self.settings.own_schema, notice, mail)
-        if new:
-            self.queued += 1
-            log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
-                     notice.client_id, ", ".join(mail.to + mail.cc) or "(nobody)", mail.subject,
-                     notice.dedupe_key)
-        else:
+        if not new:
             self.duplicates += 1
             log.debug("already queued: %s", notice.dedupe_key)
+        elif mail.error:
+            self.failed += 1
+            log.error("%s client %s not sendable, recorded as failed: %s (key %s)",
+                      notice.kind, notice.client_id, mail.error, notice.dedupe_key)
+        else:
+            self.queued += 1
+            log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
+                     notice.client_id, who, mail.subject, notice.dedupe_key)
         return new

@@ -16,6 +16,8 @@ CREATE TABLE outbox (
     done_addrs text[] NOT NULL DEFAULT '{}',
     -- recipients refused for good (5xx)
     failed_addrs text[] NOT NULL DEFAULT '{}',
+    -- billing_email pieces dropped as invalid when the notice was built
+    rejected_addrs text[] NOT NULL DEFAULT '{}',
     subject text NOT NULL,
     text_body text NOT NULL,
     html_body text NOT NULL,
@@ -25,11 +27,13 @@ CREATE TABLE outbox (
     status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sent', 'failed')),
     attempts integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL,
-    -- a delivery run that claimed the row holds it until then (crash: lease expires)
+    -- a delivery run that claimed the row holds it until then; a run that dies mid-batch
+    -- leaves the lease to expire and the row is claimed again (never stranded)
     lease_until timestamptz,
+    last_attempt_at timestamptz,
     last_error text,
     created_at timestamptz NOT NULL,
     finished_at timestamptz
 );
-CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX outbox_client ON outbox (client_id, kind);

@@ -1,0 +1,190 @@
+"""Deliver: drain due outbox rows over one SMTP session and record every outcome.
+
+One run (the daemon calls it every DELIVERY_SECONDS):
+
+1. claim up to DELIVERY_BATCH due rows (FOR UPDATE SKIP LOCKED, leased) and commit, so
+   no transaction stays open while we talk SMTP;
+2. send them one by one over one session, only to recipients that have not accepted yet;
+   per recipient: 2xx sent, 4xx or a lost connection retried later (backoff
+   RETRY_BASE_SECONDS * 2^(attempts-1), capped at RETRY_MAX_SECONDS, at most
+   MAX_ATTEMPTS), 5xx failed. A dropped connection is reopened for the next message;
+   when no connection can be made at all, every remaining row is retried later;
+3. record outcomes in small batches (outbox row + email_log row for final outcomes);
+4. between messages, `should_stop()` (SIGTERM): finish the message in hand, release
+   the rest untouched.
+
+Dry run does nothing here: nothing was queued.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import db, outbox
+from .config import Settings
+from .mail import smtp
+
+log = logging.getLogger(__name__)
+
+FLUSH_EVERY = 100  # outcomes recorded per transaction (a crash resends at most this many)
+
+
+@dataclass
+class DeliveryResult:
+    sent: int = 0
+    retry: int = 0
+    failed: int = 0
+    connections: int = 0
+    released: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.retry + self.failed
+
+
+def backoff(settings: Settings, attempts: int) -> dt.timedelta:
+    """Wait before attempt number attempts + 1."""
+    seconds = settings.retry_base_seconds * 2 ** max(attempts - 1, 0)
+    return dt.timedelta(seconds=min(seconds, settings.retry_max_seconds))
+
+
+def lease_for(settings: Settings) -> dt.timedelta:
+    """How long a claim holds its rows: enough for a slow batch, short enough that a
+    crashed run's rows go out again soon."""
+    return dt.timedelta(seconds=max(300, 4 * settings.smtp_timeout_seconds))
+
+
+class _Recorder:
+    """Collects outcomes and writes them in small set-based batches."""
+
+    def __init__(self, database: db.Database, settings: Settings) -> None:
+        self.database, self.settings = database, settings
+        self.marks: list[outbox.Mark] = []
+        self.logs: list[outbox.LogEntry] = []
+
+    def add(self, mark: outbox.Mark, entry: outbox.LogEntry | None) -> None:
+        self.marks.append(mark)
+        if entry is not None:
+            self.logs.append(entry)
+        if len(self.marks) >= FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.marks:
+            return
+        marks, logs = self.marks, self.logs
+        with self.database.transaction() as cur:
+            outbox.mark(cur, self.settings.own_schema, marks)
+            outbox.log_outcomes(cur, logs)
+        self.marks, self.logs = [], []
+
+
+def _outcome(row: outbox.Claimed, result: smtp.SendResult | None, error: str,
+             settings: Settings, now: dt.datetime
+             ) -> tuple[outbox.Mark, outbox.LogEntry | None, str, str]:
+    """Decide one row's new state from the replies. Returns (mark, log entry, outcome, why)."""
+    todo = row.todo
+    done, failed = list(row.done_addrs), list(row.failed_addrs)
+    problems: list[str] = []
+    replies = result.replies if result else {}
+    last_reply = ""
+    for rcpt in todo:
+        code, text = replies.get(rcpt, (0, ""))
+        if 200 <= code < 300:
+            done.append(rcpt)
+            last_reply = text
+        elif 500 <= code < 600:
+            failed.append(rcpt)
+            problems.append(f"{rcpt}: {text}")
+        elif code:
+            problems.append(f"{rcpt}: {text}")
+    if result and result.connection_lost:
+        problems.append(result.connection_lost)
+    if error:
+        problems.append(error)
+    attempts = row.attempts + 1
+    left = [a for a in todo if a not in done and a not in failed]
+    why = "; ".join(problems)
+    if left and attempts < settings.max_attempts:
+        wait = backoff(settings, attempts)
+        mark = outbox.Mark(row.id, outbox.PENDING, done, failed, attempts, now + wait,
+                           why or None, now)
+        return mark, None, "retry", f"retry in {int(wait.total_seconds())} s " \
+                                    f"(attempt {attempts}/{settings.max_attempts}): {why}"
+    if left:
+        failed += left
+        why = f"gave up after {attempts} attempts: {why}"
+    status = outbox.SENT if done else outbox.FAILED
+    mark = outbox.Mark(row.id, status, done, failed, attempts, now, why or None, now)
+    entry = outbox.LogEntry(now, row.client_id, row.recipients, row.email_type, row.alert_rule,
+                            0 if status == outbox.SENT else 1, why, last_reply, row.subject,
+                            row.html_body)
+    return mark, entry, status, why
+
+
+def _load_system(cur: db.Cursor) -> dict:
+    cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
+    return dict(cur.fetchone() or {})
+
+
+def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
+            should_stop: Callable[[], bool] = lambda: False) -> DeliveryResult:
+    """Send what is due at `now` over one SMTP session; see the module docstring."""
+    result = DeliveryResult()
+    if settings.dry_run:
+        log.debug("dry run: delivery skipped")
+        return result
+    schema = settings.own_schema
+    with database.transaction() as cur:
+        system = _load_system(cur)
+        rows = outbox.claim(cur, schema, now=now, limit=settings.delivery_batch,
+                            lease=lease_for(settings))
+    if not rows:
+        return result
+    config = smtp.resolve(settings, system)
+    recorder = _Recorder(database, settings)
+    session_error = ""
+    released: list[int] = []
+    try:
+        with smtp.Session(config) as session:
+            for index, row in enumerate(rows):
+                if should_stop():
+                    released = [r.id for r in rows[index:]]
+                    log.info("delivery: stopping; %d claimed notices released for the next "
+                             "run", len(released))
+                    break
+                send_result = None
+                if not session_error and row.todo:
+                    try:
+                        send_result = session.send(row.from_addr, row.todo, row.message)
+                    except smtp.SessionError as exc:
+                        session_error = str(exc)
+                        log.error("delivery: %s; %d notices will be retried", session_error,
+                                  len(rows) - index)
+                mark, entry, outcome, why = _outcome(row, send_result, session_error,
+                                                     settings, now)
+                setattr(result, outcome, getattr(result, outcome) + 1)
+                _log_outcome(row, outcome, why)
+                recorder.add(mark, entry)
+            result.connections = session.connections
+    finally:
+        recorder.flush()
+        if released:
+            with database.transaction() as cur:
+                outbox.release(cur, schema, released)
+            result.released = len(released)
+    if result.total or result.released:
+        log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "
+                 "%d connection(s)", config.where, result.sent, result.retry, result.failed,
+                 result.released, result.connections)
+    return result
+
+
+def _log_outcome(row: outbox.Claimed, outcome: str, why: str) -> None:
+    level = logging.INFO if outcome == outbox.SENT else logging.WARNING
+    detail = f": {why}" if why else ""
+    log.log(level, "%s client %s to %s subject %r: %s%s (key %s)", row.kind, row.client_id,
+            ", ".join(row.recipients), row.subject, outcome, detail, row.dedupe_key)

@@ -1,0 +1,194 @@
+"""SMTP: one session per delivery batch, per-recipient results, reconnect on a drop.
+
+Where the settings come from: the ini (SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD,
+SMTP_SECURITY) wins, field by field, over the provider's system_parameter (smtphost,
+smtpport, emailusername, emailpassword, smtp_secure). Security: 'ssl' = implicit TLS,
+'starttls', or 'none'; when neither names it, port 465 means ssl and 587 starttls.
+Certificates are verified (SMTP_VERIFY) against the system CA store, or the file in the
+standard SSL_CERT_FILE environment variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import socket
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+_SECURE_ALIASES = {"ssl": "ssl", "tls": "starttls", "starttls": "starttls", "none": "none",
+                   "": ""}
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str
+    port: int
+    security: str  # none | starttls | ssl
+    user: str = ""
+    password: str = field(default="", repr=False)
+    verify: bool = True
+    timeout: float = 30.0
+
+    @property
+    def where(self) -> str:
+        """host:port (security) for log lines; never the password."""
+        return f"{self.host}:{self.port} ({self.security}{', auth' if self.user else ''})"
+
+
+def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
+    """The effective SMTP settings: ini fields override system_parameter fields."""
+    host = settings.smtp_host or str(system.get("smtphost") or "").strip() or "localhost"
+    port = settings.smtp_port or int(system.get("smtpport") or 0)
+    security = settings.smtp_security or _SECURE_ALIASES.get(
+        str(system.get("smtp_secure") or "").strip().lower(), "")
+    if not security:
+        security = {465: "ssl", 587: "starttls"}.get(port, "none")
+    if not port:
+        port = {"ssl": 465, "starttls": 587}.get(security, 25)
+    if settings.smtp_user:
+        user, password = settings.smtp_user, settings.smtp_password
+    else:
+        user = str(system.get("emailusername") or "").strip()
+        password = settings.smtp_password or str(system.get("emailpassword") or "")
+    return SmtpConfig(host, port, security, user, password, settings.smtp_verify,
+                      float(settings.smtp_timeout_seconds))
+
+
+class SessionError(Exception):
+    """The session cannot be (re)established: connect, TLS, certificate or AUTH failed.
+    Every message still waiting in the batch is retried later."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Per-recipient replies for one message: address -> (code, text).
+
+    `connection_lost` is set when the connection failed while this message was in hand;
+    recipients without a reply then count as not delivered (retried later).
+    """
+
+    replies: dict[str, tuple[int, str]]
+    connection_lost: str = ""
+
+
+def tls_context(verify: bool) -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _reply_text(code: int, msg: bytes | str) -> str:
+    text = msg.decode("utf-8", "replace") if isinstance(msg, bytes) else str(msg)
+    return f"{code} {' '.join(text.split())}".strip()
+
+
+class Session:
+    """A lazily opened SMTP connection reused for a batch; reopened after a drop."""
+
+    def __init__(self, config: SmtpConfig) -> None:
+        self.config = config
+        self.connections = 0
+        self._smtp: smtplib.SMTP | None = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open(self) -> smtplib.SMTP:
+        c = self.config
+        local = socket.gethostname() or "localhost"  # getfqdn() can stall on DNS
+        try:
+            if c.security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, local_hostname=local,
+                                                      timeout=c.timeout,
+                                                      context=tls_context(c.verify))
+            else:
+                smtp = smtplib.SMTP(c.host, c.port, local_hostname=local, timeout=c.timeout)
+            try:
+                smtp.ehlo()
+                if c.security == "starttls":
+                    smtp.starttls(context=tls_context(c.verify))
+                    smtp.ehlo()
+                if c.user:
+                    smtp.login(c.user, c.password)
+            except BaseException:
+                _quietly_close(smtp)
+                raise
+        except ssl.SSLCertVerificationError as exc:
+            raise SessionError(f"SMTP {c.where}: certificate not trusted: "
+                               f"{exc.verify_message or exc}") from None
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SessionError(f"SMTP {c.where}: login as {c.user!r} refused: "
+                               f"{_reply_text(exc.smtp_code, exc.smtp_error)}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SessionError(f"SMTP {c.where}: {exc}") from None
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SessionError(f"SMTP {c.where}: cannot connect: "
+                               f"{type(exc).__name__}: {exc}") from None
+        self.connections += 1
+        log.debug("SMTP connected to %s (connection %d)", c.where, self.connections)
+        return smtp
+
+    def send(self, from_addr: str, recipients: Sequence[str], raw: bytes) -> SendResult:
+        """Send one message; raises SessionError only when no connection can be made."""
+        if self._smtp is None:
+            self._smtp = self._open()
+        smtp = self._smtp
+        replies: dict[str, tuple[int, str]] = {}
+        try:
+            code, msg = smtp.mail(from_addr)
+            if code != 250:
+                smtp.rset()
+                return SendResult({r: (code, _reply_text(code, msg)) for r in recipients})
+            accepted = []
+            for rcpt in recipients:
+                code, msg = smtp.rcpt(rcpt)
+                if code in (250, 251):
+                    accepted.append(rcpt)
+                else:
+                    replies[rcpt] = (code, _reply_text(code, msg))
+            if not accepted:
+                smtp.rset()
+                return SendResult(replies)
+            code, msg = smtp.data(raw)
+            reply = (code, _reply_text(code, msg))
+            if code != 250:
+                smtp.rset()
+            for rcpt in accepted:
+                replies[rcpt] = reply
+            return SendResult(replies)
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
+            self.close()
+            return SendResult(replies, connection_lost=f"connection lost: "
+                                                       f"{type(exc).__name__}: {exc}")
+        except smtplib.SMTPResponseException as exc:
+            # a command answered with something unusable: this message is retried later
+            self.close()
+            return SendResult(replies, connection_lost=_reply_text(exc.smtp_code,
+                                                                   exc.smtp_error))
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            smtp, self._smtp = self._smtp, None
+            try:
+                smtp.quit()
+            except (OSError, smtplib.SMTPException):
+                _quietly_close(smtp)
+
+
+def _quietly_close(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.close()
+    except OSError:
+        pass
