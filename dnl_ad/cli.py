@@ -40,6 +40,12 @@ def _reloader(args: argparse.Namespace) -> Callable[[], Settings]:
     return lambda: load(args)
 
 
+def _quiet_console(settings: Settings) -> None:
+    """Interactive tools print their own report; only warnings and errors go to the log."""
+    if settings.loglevel > logging.DEBUG:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
@@ -86,6 +92,7 @@ def _debug(settings: Settings, args: argparse.Namespace) -> int:
 def _harness(settings: Settings, args: argparse.Namespace) -> int:
     from . import harness
 
+    _quiet_console(settings)
     return harness.main(settings, send=args.send, at=args.at)
 
 
@@ -98,6 +105,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
 def _preview(settings: Settings, args: argparse.Namespace) -> int:
     from . import preview
 
+    _quiet_console(settings)
     return preview.main(settings, args.alert, client_id=args.client, at=args.at,
                         eml=args.eml, html=args.html)
 
