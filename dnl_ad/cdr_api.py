@@ -102,11 +102,10 @@ class CdrApi:
                 return _checked_url(answer.get("download_url"))
             if status not in _WAITING:
                 raise CdrApiError(f"export request {request_id} ended with status {status!r}")
-            left = deadline - self._monotonic()
-            if left <= 0:
+            if deadline - self._monotonic() <= self.poll:  # no time left for another poll
                 raise CdrApiError(f"export request {request_id} not ready after "
                                   f"{self.timeout:g} s (CDR_API_TIMEOUT_SECONDS)", outage=True)
-            self._sleep(min(self.poll, left))
+            self._sleep(self.poll)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None,
               deadline: float) -> dict[str, Any]:
