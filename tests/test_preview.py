@@ -1,0 +1,53 @@
+"""preview: the exact mail one client would get, picked from a dry-run sweep."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+from dnl_ad import cli, demo_data
+
+from .conftest import utc
+from .test_daemon import write_ini
+from .test_harness import snapshot
+
+NOW = utc(2026, 11, 21, 9)
+
+
+def _setup(conn, settings, tmp_path):
+    with conn.cursor() as cur:
+        demo_data.generate(cur, 60, NOW)
+    return str(write_ini(tmp_path / "dnl_ad.ini", settings))
+
+
+def test_preview_prints_one_clients_mail_and_writes_files(conn, settings, tmp_path,
+                                                          capsys) -> None:
+    ini = _setup(conn, settings, tmp_path)
+    before = snapshot(conn)
+    eml, html = tmp_path / "p.eml", tmp_path / "p.html"
+    code = cli.main(["--config", ini, "preview", "low_balance", "--client", "50",
+                     "--at", NOW.isoformat(), "--eml", str(eml), "--html", str(html)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "To: billing50@client50.example" in out
+    assert "From: " in out and "Subject: " in out and "Message-ID: <low_balance.50." in out
+    msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert msg["To"] == "billing50@client50.example"
+    assert msg["Subject"] in out
+    assert msg.get_body(("plain",)).get_content().strip().splitlines()[0] in out
+    assert "<" in html.read_text() and msg.get_body(("html",)) is not None
+    assert snapshot(conn) == before  # dry run: nothing written
+
+
+def test_preview_trunk_notice_by_number_and_a_client_without_one(conn, settings, tmp_path,
+                                                                 capsys) -> None:
+    ini = _setup(conn, settings, tmp_path)
+    assert cli.main(["--config", ini, "preview", "6", "--client", "20",
+                     "--at", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "client000020-in" in out and "To: billing20@client20.example" in out
+    assert "client000040" not in out  # only client 20's message
+    assert cli.main(["--config", ini, "preview", "6", "--client", "21",
+                     "--at", NOW.isoformat()]) == 1
+    assert "client 21 would get no trunk_pending notice" in capsys.readouterr().out
+    assert cli.main(["--config", ini, "preview", "nonsense", "--client", "1"]) == 2
