@@ -39,10 +39,13 @@ def _edges(conn, client_id: int, start: dt.datetime, end: dt.datetime) -> None:
                   egress_client_id=None, ingress_total_calls=calls, not_zero_calls=calls)
 
 
-def test_each_zone_gets_its_previous_local_day_at_its_own_send_hour(conn, database,
-                                                                    settings) -> None:
+GMT = {"east": "GMT+08:00", "west": "GMT-05:00", "nepal": "GMT+05:45", "sys": "GMT+03:00"}
+
+
+def _zone_clients(conn) -> dict[str, dict]:
+    """Four clients in four zones (one via sys_timezone +03:00), each with edge traffic
+    around its local 2026-11-20; plus a disabled and an inactive client."""
     _setup(conn, sys_timezone="+03:00")
-    settings = settings.replace(catchup_hours=2)  # the day before's report is out of reach
     east = _summary_client(conn, "east", "+08:00", 6)
     west = _summary_client(conn, "west", "-05:00", 6)
     nepal = _summary_client(conn, "nepal", "+05:45", 6)
@@ -58,6 +61,24 @@ def test_each_zone_gets_its_previous_local_day_at_its_own_send_hour(conn, databa
     clients = {"east": east, "west": west, "nepal": nepal, "sys": system_zone}
     for name, (start, end) in windows.items():
         _edges(conn, clients[name]["client_id"], start, end)
+    return clients
+
+
+def _assert_exact_days(conn, clients: dict[str, dict]) -> None:
+    for name, client in clients.items():
+        tags = tags_of(conn, _key(client))
+        assert tags["total_call_buy"] == "110", name  # 10 + 100: both partitions, no edges
+        assert tags["total_not_zero_calls_buy"] == "110", name
+        assert tags["begin_time"] == f"{DAY} 00:00:00", name
+        assert tags["end_time"] == f"{DAY} 23:59:59", name
+        assert tags["customer_gmt"] == GMT[name], name
+        assert tags["client_name"] == name
+
+
+def test_each_zone_gets_its_previous_local_day_at_its_own_send_hour(conn, database,
+                                                                    settings) -> None:
+    clients = _zone_clients(conn)
+    settings = settings.replace(catchup_hours=2)  # the day before's report is out of reach
 
     schedule = [  # (now, clients whose report exists after the sweep)
         (utc(2026, 11, 20, 20, 59), set()),
@@ -73,18 +94,19 @@ def test_each_zone_gets_its_previous_local_day_at_its_own_send_hour(conn, databa
         usage_summary.sweep(database, now, settings)
         assert keys(conn) == {_key(clients[n]) for n in expected}, now
 
-    gmt = {"east": "GMT+08:00", "west": "GMT-05:00", "nepal": "GMT+05:45", "sys": "GMT+03:00"}
-    for name, client in clients.items():
-        tags = tags_of(conn, _key(client))
-        assert tags["total_call_buy"] == "110", name  # 10 + 100: both partitions, no edges
-        assert tags["total_not_zero_calls_buy"] == "110", name
-        assert tags["begin_time"] == f"{DAY} 00:00:00", name
-        assert tags["end_time"] == f"{DAY} 23:59:59", name
-        assert tags["customer_gmt"] == gmt[name], name
-        assert tags["client_name"] == name
+    _assert_exact_days(conn, clients)
     rows = {r["dedupe_key"]: r for r in outbox(conn)}
-    assert rows[_key(east)]["to_addrs"] == ["east@client.example"]
-    assert rows[_key(east)]["subject"] == "report east"
+    assert rows[_key(clients["east"])]["to_addrs"] == ["east@client.example"]
+    assert rows[_key(clients["east"])]["subject"] == "report east"
+
+
+def test_all_zones_in_one_sweep_keep_their_own_windows(conn, database, settings) -> None:
+    clients = _zone_clients(conn)
+    # 11:00 UTC on the 21st: all four reports are due (the oldest 14 h ago), one query.
+    result = usage_summary.sweep(database, utc(2026, 11, 21, 11), settings)
+    assert {_key(c) for c in clients.values()} <= keys(conn)
+    assert result.queued == len(keys(conn))
+    _assert_exact_days(conn, clients)
 
 
 def test_buy_and_sell_in_one_mail_and_one_sided_clients(conn, database, settings) -> None:
