@@ -1,0 +1,150 @@
+"""Delivery against the real SMTP sink: one connection per batch, per-recipient 2xx/4xx/5xx,
+drops, backoff, shutdown, email_log."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from dnl_ad import delivery
+from dnl_ad.smtp_sink import free_port
+from tests import factories
+from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
+
+S = dt.timedelta(seconds=1)
+
+
+def test_thousand_notices_over_one_connection(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"bulk:{i}", client_id=i, recipients=f"c{i}@x.example")
+                               for i in range(1000)])
+    result = delivery.deliver(database, settings.replace(delivery_batch=1000), now=NOW)
+    assert (result.sent, result.retry, result.failed, result.connections) == (1000, 0, 0, 1)
+    assert len(smtp.messages) == 1000 and smtp.connections() == 1
+    assert sorted(m.rcpt_tos[0] for m in smtp.messages) == sorted(
+        f"c{i}@x.example" for i in range(1000))
+    assert Counter(r["status"] for r in outbox_rows(conn)) == {"sent": 1000}
+    logs = email_log(conn)
+    assert len(logs) == 1000 and {r["status"] for r in logs} == {0}
+    assert delivery.deliver(database, settings, now=NOW + 3600 * S).total == 0
+
+
+def test_batch_size_limits_one_run(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"b:{i}") for i in range(5)])
+    assert delivery.deliver(database, settings.replace(delivery_batch=2), now=NOW).sent == 2
+    assert delivery.deliver(database, settings, now=NOW).sent == 3
+
+
+def test_4xx_recipient_stays_pending_and_is_sent_later(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="a@x.example; busy@x.example")])
+    smtp.reply_for("busy@x.example", "450 4.2.1 mailbox busy")
+    first = delivery.deliver(database, settings, now=NOW)
+    assert (first.sent, first.retry) == (0, 1)
+    assert [m.rcpt_tos for m in smtp.messages] == [["a@x.example"]]
+    [row] = outbox_rows(conn)
+    assert row["status"] == "pending" and row["done_addrs"] == ["a@x.example"]
+    assert row["attempts"] == 1 and row["next_attempt_at"] == NOW + 1 * S
+    assert "450 4.2.1 mailbox busy" in row["last_error"] and row["lease_until"] is None
+    assert email_log(conn) == []
+
+    assert delivery.deliver(database, settings, now=NOW).total == 0  # not due yet
+    smtp.clear_replies()
+    later = delivery.deliver(database, settings, now=NOW + 2 * S)
+    assert later.sent == 1
+    assert [m.rcpt_tos for m in smtp.messages] == [["a@x.example"], ["busy@x.example"]]
+    assert smtp.messages[0].message["Message-ID"] == smtp.messages[1].message["Message-ID"]
+    [log] = email_log(conn)
+    assert log["status"] == 0 and "busy@x.example" in log["email_addresses"]
+
+
+def test_5xx_fails_with_the_server_reply_in_email_log(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice("z:1", kind="zero_balance", template="zerobalance",
+                                      recipients="gone@x.example", client_id=9)])
+    smtp.reply_for("gone@x.example", "550 5.1.1 no such user here")
+    result = delivery.deliver(database, settings, now=NOW)
+    assert (result.sent, result.failed) == (0, 1) and smtp.messages == []
+    [row] = outbox_rows(conn)
+    assert row["status"] == "failed" and row["failed_addrs"] == ["gone@x.example"]
+    [log] = email_log(conn)
+    assert log["status"] == 1 and "550 5.1.1 no such user here" in log["error"]
+    assert (log["client_id"], log["type"], log["alert_rule"]) == (9, 1, "zero_balance test rule")
+    assert log["email_addresses"] == "gone@x.example" and log["subject"].startswith("Zero")
+    assert "Zero balance alert" in log["content"]
+    assert delivery.deliver(database, settings, now=NOW + 3600 * S).total == 0
+
+
+def test_mixed_5xx_and_2xx_is_sent_to_who_accepted(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="ok@x.example, gone@x.example")])
+    smtp.reply_for("gone@x.example", "550 5.1.1 unknown")
+    assert delivery.deliver(database, settings, now=NOW).sent == 1
+    [log] = email_log(conn)
+    assert log["status"] == 0 and "gone@x.example: 550 5.1.1 unknown" in log["error"]
+    assert log["email_res"].startswith("250")
+
+
+def test_backoff_then_give_up_after_max_attempts(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    cfg = settings.replace(max_attempts=4, retry_base_seconds=10, retry_max_seconds=25)
+    queue(database, cfg, [notice(recipients="busy@x.example")])
+    smtp.reply_for("busy@x.example", "451 4.3.0 try later")
+    now, waits = NOW, []
+    for _ in range(3):
+        assert delivery.deliver(database, cfg, now=now).retry == 1
+        row = outbox_rows(conn)[0]
+        waits.append((row["next_attempt_at"] - now).total_seconds())
+        now = row["next_attempt_at"]
+    assert waits == [10, 20, 25]
+    last = delivery.deliver(database, cfg, now=now)
+    assert last.failed == 1
+    row = outbox_rows(conn)[0]
+    assert row["status"] == "failed" and row["attempts"] == 4
+    [log] = email_log(conn)
+    assert log["status"] == 1 and "gave up after 4 attempts" in log["error"]
+    assert "451 4.3.0 try later" in log["error"]
+
+
+def test_dropped_connection_loses_nothing_and_sends_nothing_twice(database, settings, conn,
+                                                                 smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"d:{i}", recipients=f"r{i}@x.example")
+                               for i in range(20)])
+    smtp.drop_on_message(7)
+    first = delivery.deliver(database, settings, now=NOW)
+    assert (first.sent, first.retry, first.connections) == (19, 1, 2)
+    assert len(smtp.messages) == 19 and smtp.connections() == 2
+    pending = [r for r in outbox_rows(conn) if r["status"] == "pending"]
+    assert len(pending) == 1 and "connection lost" in pending[0]["last_error"]
+    second = delivery.deliver(database, settings, now=NOW + 2 * S)
+    assert second.sent == 1
+    ids = [m.message["Message-ID"] for m in smtp.messages]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert {r["message_id"] for r in outbox_rows(conn)} == set(ids)
+    assert len(email_log(conn)) == 20
+
+
+def test_smtp_down_retries_everything_later(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"s:{i}") for i in range(3)])
+    down = settings.replace(smtp_port=free_port())  # nothing listens there
+    result = delivery.deliver(database, down, now=NOW)
+    assert (result.retry, result.connections) == (3, 0)
+    assert all("cannot connect" in r["last_error"] for r in outbox_rows(conn))
+    assert email_log(conn) == []
+    assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 3
+
+
+def test_should_stop_finishes_the_message_in_hand_and_releases_the_rest(
+        database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"t:{i}") for i in range(6)])
+    calls = iter(range(100))
+    result = delivery.deliver(database, settings, now=NOW,
+                              should_stop=lambda: next(calls) >= 2)
+    assert (result.sent, result.released) == (2, 4) and len(smtp.messages) == 2
+    rest = [r for r in outbox_rows(conn) if r["status"] == "pending"]
+    assert len(rest) == 4 and all(r["lease_until"] is None and r["attempts"] == 0 for r in rest)
+    assert delivery.deliver(database, settings, now=NOW).sent == 4

@@ -1,0 +1,145 @@
+"""MIME messages: no header injection, UTF-8 survives, addresses validated, ids stable."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+from pathlib import Path
+
+from dnl_ad import delivery
+from dnl_ad.mail import message as mail_message
+from dnl_ad.mail.render import MailConfig, render_notice
+from tests import factories
+from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
+
+REPO = Path(__file__).resolve().parent.parent
+EVIL = "X\r\nBcc: evil@example.com"
+
+
+def build(n, **columns):
+    cfg = MailConfig(dict(columns), {"3": "sender3@carrier.example"},
+                     {"fromemail": "billing@carrier.example"}, REPO / "templates",
+                     default_from="ini@carrier.example")
+    return mail_message.build(n, render_notice(n, cfg), cfg)
+
+
+def parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def test_company_name_cannot_inject_a_header() -> None:
+    for columns in ({}, {"lowbalance_subject": "Alert {company_name}\r\nBcc: x@example.com"}):
+        mail = build(notice(company_name=EVIL), **columns)
+        msg = parse(mail.raw)
+        assert msg["Bcc"] is None
+        assert "evil@example.com" not in (msg["To"] or "") + (msg["Cc"] or "")
+        assert "X Bcc: evil@example.com" in msg["Subject"]
+        headers = mail.raw.split(b"\r\n\r\n", 1)[0]
+        assert not any(line.lower().startswith(b"bcc") for line in headers.split(b"\r\n"))
+
+
+def test_injection_through_billing_email_is_dropped(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="dnl_ad.mail.message")
+    mail = build(notice(recipients="ok@client.example\r\nBcc: evil@example.com; "
+                                   "two@client.example"))
+    assert mail.to == ["two@client.example"]
+    assert "evil@example.com" not in mail.raw.decode()
+
+
+def test_header_injection_end_to_end(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    factories.update(conn, "mail_tmplate", {"id": 1}, lowbalance_subject="{company_name}",
+                     lowbalance_content="<p>{company_name}</p>")
+    queue(database, settings, [notice(company_name=EVIL)])
+    result = delivery.deliver(database, settings, now=NOW)
+    assert result.sent == 1
+    [got] = smtp.messages
+    assert got.rcpt_tos == ["billing@client.example"]
+    assert got.message["Bcc"] is None and got.message["Subject"] == "X Bcc: evil@example.com"
+
+
+def test_non_ascii_subject_and_body_round_trip(database, settings, conn, smtp) -> None:
+    name = "深圳市通讯有限公司 — Ünïcødé"
+    mail = build(notice(company_name=name))
+    msg = parse(mail.raw)
+    assert name in msg["Subject"]
+    assert all(b < 128 for b in mail.raw)  # 7-bit on the wire: encoded words, base64/qp
+    html = msg.get_body(("html",)).get_content()
+    assert name in html and name in msg.get_body(("plain",)).get_content()
+
+    factories.system(conn)
+    queue(database, settings, [notice(company_name=name)])
+    delivery.deliver(database, settings, now=NOW)
+    [got] = smtp.messages
+    assert name in got.message["Subject"]
+    assert name in got.message.get_body(("html",)).get_content()
+    [row] = email_log(conn)
+    assert name in row["subject"]
+
+
+def test_structure_date_and_stable_message_id() -> None:
+    n = notice("usage_summary:42:2026-03-01")
+    a, b = build(n), build(n)
+    msg = parse(a.raw)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert all(p.get_content_charset() == "utf-8" for p in msg.iter_parts())
+    assert msg["Date"].datetime == NOW
+    assert a.message_id == b.message_id == msg["Message-ID"]
+    assert "usage_summary.42.2026-03-01" in a.message_id
+    assert a.message_id.endswith("@carrier.example>")
+    assert build(notice("usage_summary:42:2026-03-02")).message_id != a.message_id
+    assert msg["Auto-Submitted"] == "auto-generated"
+
+
+def test_recipients_split_validated_and_deduplicated(caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="dnl_ad.mail.message")
+    n = notice(recipients=" a@client.example;b@client.example , not-an-address;; "
+                          "Billing Dept <c@client.example>, A@client.example, x@nodot",
+               client_id=77)
+    mail = build(n, lowbalance_cc="noc@carrier.example; bad cc; b@client.example")
+    assert mail.to == ["a@client.example", "b@client.example", "c@client.example"]
+    assert mail.cc == ["noc@carrier.example"]
+    assert set(mail.rejected) == {"not-an-address", "x@nodot", "bad cc"}
+    msg = parse(mail.raw)
+    assert msg["Cc"] == "noc@carrier.example"
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("low_balance client 77" in line and "'not-an-address'" in line for line in lines)
+    assert any("'bad cc'" in line for line in lines)
+
+
+def test_extra_recipients_are_added() -> None:
+    from dataclasses import replace
+    n = replace(notice(), extra_recipients=("finance@carrier.example",))
+    assert build(n).to == ["billing@client.example", "finance@carrier.example"]
+
+
+def test_sender_choice() -> None:
+    assert build(notice(), lowbalance_from="3").from_addr == "sender3@carrier.example"
+    assert build(notice(), lowbalance_from="default").from_addr == "billing@carrier.example"
+    assert build(notice(), lowbalance_from="99").from_addr == "billing@carrier.example"
+    cfg = MailConfig({}, {}, {"fromemail": ""}, REPO / "templates", default_from="ini@x.example")
+    n = notice()
+    assert mail_message.build(n, render_notice(n, cfg), cfg).from_addr == "ini@x.example"
+
+
+def test_no_valid_recipient_is_recorded_failed_not_sent(database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    pipeline = queue(database, settings, [notice(recipients="nobody-at-all; ,"),
+                                          notice("k2", recipients=None)])
+    assert pipeline.failed == 2 and pipeline.queued == 0
+    rows = outbox_rows(conn)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert "no valid recipient" in rows[0]["last_error"]
+    logs = email_log(conn)
+    assert [r["status"] for r in logs] == [1, 1]
+    assert "no valid recipient" in logs[0]["error"] and logs[0]["type"] == 1
+    assert delivery.deliver(database, settings, now=NOW).total == 0
+    assert smtp.messages == []
+
+
+def test_write_eml(tmp_path) -> None:
+    mail = build(notice())
+    path = mail_message.write_eml(mail, tmp_path / "out")
+    assert path.read_bytes() == mail.raw and path.suffix == ".eml"

@@ -1,0 +1,115 @@
+"""The outbox: queued once per key, survives a crash, leases, dry run writes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from dnl_ad import db, delivery, outbox
+from tests import factories
+from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_same_key_twice_queues_one(database, settings, conn) -> None:
+    factories.system(conn)
+    first = queue(database, settings, [notice("low_balance:1:x:1")])
+    second = queue(database, settings, [notice("low_balance:1:x:1", company_name="Changed"),
+                                        notice("low_balance:1:x:1")])
+    assert (first.queued, second.queued, second.duplicates) == (1, 0, 2)
+    rows = outbox_rows(conn)
+    assert len(rows) == 1 and "Client Co" in rows[0]["subject"]
+    with database.transaction() as cur:
+        assert outbox.already_queued(cur, "dnl_ad", ["low_balance:1:x:1", "other"]) == {
+            "low_balance:1:x:1"}
+
+
+def test_enqueue_rolls_back_with_the_callers_transaction(database, settings, conn) -> None:
+    factories.system(conn)
+    try:
+        with database.transaction() as cur:
+            from dnl_ad.pipeline import Pipeline
+            Pipeline.open(cur, settings).queue(cur, notice())
+            raise RuntimeError("the alert's state write failed")
+    except RuntimeError:
+        pass
+    assert outbox_rows(conn) == []
+
+
+def test_crash_between_enqueue_and_send_loses_nothing(dsn, database, settings, conn,
+                                                      smtp) -> None:
+    factories.system(conn)
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dnl_ad import db
+        from dnl_ad.config import Settings
+        from tests.mail_helpers import notice, queue
+        settings = Settings(connection_string={dsn!r}, smtp_host="127.0.0.1", smtp_port=1,
+                            template_dir={str(REPO / "templates")!r})
+        queue(db.Database({dsn!r}), settings, [notice("crash:1")])
+        os.kill(os.getpid(), signal.SIGKILL)   # committed, never sent
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, timeout=120,
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    assert [r["status"] for r in outbox_rows(conn)] == ["pending"]
+    assert smtp.messages == []
+    result = delivery.deliver(database, settings, now=NOW)
+    assert result.sent == 1
+    assert [m.message["Message-ID"] for m in smtp.messages] == [outbox_rows(conn)[0]["message_id"]]
+
+
+def test_a_crashed_delivery_run_leaves_leases_that_expire(database, settings, conn,
+                                                          smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"k{i}") for i in range(3)])
+    with database.transaction() as cur:  # a run that claimed and then died
+        claimed = outbox.claim(cur, "dnl_ad", now=NOW, limit=10,
+                               lease=dt.timedelta(minutes=5))
+    assert len(claimed) == 3
+    assert delivery.deliver(database, settings, now=NOW + dt.timedelta(minutes=1)).total == 0
+    assert smtp.messages == []
+    result = delivery.deliver(database, settings, now=NOW + dt.timedelta(minutes=6))
+    assert result.sent == 3 and len(smtp.messages) == 3
+
+
+def test_claim_skips_rows_locked_by_another_deliverer(dsn, database, settings, conn) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"k{i}") for i in range(4)])
+    other = db.connect(dsn)
+    try:
+        with other.cursor() as cur:  # first deliverer, transaction still open
+            mine = outbox.claim(cur, "dnl_ad", now=NOW, limit=2, lease=dt.timedelta(minutes=5))
+            with database.transaction() as cur2:
+                theirs = outbox.claim(cur2, "dnl_ad", now=NOW, limit=10,
+                                      lease=dt.timedelta(minutes=5))
+        other.commit()
+    finally:
+        other.close()
+    assert len(mine) == 2 and len(theirs) == 2
+    assert {r.id for r in mine}.isdisjoint({r.id for r in theirs})
+
+
+def test_dry_run_writes_eml_and_nothing_to_the_database(database, settings, conn, smtp,
+                                                        tmp_path) -> None:
+    factories.system(conn)
+    dry = settings.replace(dry_run=True, dry_run_dir=str(tmp_path / "eml"))
+    with db.unit_of_work(database, dry_run=True) as cur:
+        from dnl_ad.pipeline import Pipeline
+        pipeline = Pipeline.open(cur, dry)
+        assert pipeline.queue(cur, notice("dry:1")) is True
+        assert pipeline.queue(cur, notice("dry:2", recipients="broken")) is True
+    assert pipeline.queued == 1 and pipeline.failed == 1 and len(pipeline.mails) == 2
+    files = sorted((tmp_path / "eml").glob("*.eml"))
+    assert len(files) == 2 and b"Low balance alert" in files[0].read_bytes()
+    assert outbox_rows(conn) == [] and email_log(conn) == []
+    # and deliver() does nothing in dry run, even with a real row waiting
+    queue(database, settings, [notice("real:1")])
+    assert delivery.deliver(database, dry, now=NOW).total == 0
+    assert smtp.messages == [] and outbox_rows(conn)[0]["status"] == "pending"
