@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+from dnl_ad import delivery
 from dnl_ad.alerts import trunk_pending
 
 from . import factories as f
@@ -193,8 +194,6 @@ def test_one_day_template_choice(conn, database, settings) -> None:
 
 
 def test_notice_is_delivered(conn, database, settings, smtp) -> None:
-    from dnl_ad import delivery
-
     _, t = _client_trunk(conn)
     _set_templates(conn, download_rate_notice_subject="Download {rate_update_file_name}",
                    download_rate_notice_content="Before {download_deadline}")

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import threading
 
-from dnl_ad import db
+from dnl_ad import db, delivery
 from dnl_ad.alerts import trunk_suspended
 from dnl_ad.smtp_sink import free_port
 
@@ -53,8 +53,6 @@ def _assert_untouched(conn, t, det):
 
 
 def test_passed_deadline_blocks_logs_and_notifies(conn, database, settings, smtp) -> None:
-    from dnl_ad import delivery
-
     c, t = _client_trunk(conn)
     log, det = f.rate_send(conn, t["resource_id"], NOW - H, file="deck.csv")
     result = trunk_suspended.sweep(database, NOW, settings)
