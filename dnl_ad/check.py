@@ -1,0 +1,211 @@
+"""`dnl-ad check`: is this installation ready to run? One row per check, exit 0 or 1.
+
+Checks, in order (later ones are skipped when the database cannot be reached):
+configuration, database connection, provider contract columns (missing ones listed by
+table), dnl_ad's own schema migrated, SMTP reachable (EHLO, STARTTLS/TLS and AUTH as
+configured), and every mail template: the operator's mail_tmplate columns compile, their
+unknown tags are listed, and each template renders a sample notice (with the project's
+defaults where the column is empty).
+
+FAIL makes the exit status 1; WARN (optional columns, unknown tags) is listed only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, TextIO
+
+from . import contract, db, migrations
+from .config import Settings
+
+OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "SKIP"
+
+
+@dataclass
+class Row:
+    check: str
+    status: str
+    detail: str
+
+
+def table(rows: list[Row]) -> str:
+    """A plain text table; long details wrap onto indented lines."""
+    width = max(len(r.check) for r in rows)
+    out = [f"{'CHECK'.ljust(width)}  STATUS  DETAIL", f"{'-' * width}  ------  {'-' * 40}"]
+    for r in rows:
+        lines = r.detail.splitlines() or [""]
+        out.append(f"{r.check.ljust(width)}  {r.status.ljust(6)}  {lines[0]}")
+        out.extend(f"{'':{width}}  {'':6}  {line}" for line in lines[1:])
+    return "\n".join(out)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = db.scrub(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_contract(cur: db.Cursor) -> list[Row]:
+    present = db.table_columns(cur)
+    missing = contract.missing_columns(present)
+    rows = []
+    if missing:
+        rows.append(Row("contract columns", FAIL, "missing:\n" + "\n".join(
+            f"{t}: {', '.join(cols)}" for t, cols in sorted(missing.items()))))
+    else:
+        n = sum(len(c) for c in contract.REQUIRED.values())
+        rows.append(Row("contract columns", OK, f"all {n} required columns present in "
+                                                f"{len(contract.REQUIRED)} tables"))
+    optional = {t: [c for c in cols if c not in present.get(t, set())]
+                for t, cols in contract.OPTIONAL.items()}
+    optional = {t: cols for t, cols in optional.items() if cols}
+    if optional:
+        rows.append(Row("optional columns", WARN, "absent (their tags render empty):\n"
+                        + "\n".join(f"{t}: {', '.join(c)}" for t, c in sorted(optional.items()))))
+    return rows
+
+
+def check_schema(cur: db.Cursor, settings: Settings) -> Row:
+    todo = migrations.pending(cur, settings.own_schema)
+    if todo:
+        return Row("own schema", FAIL, f"schema {settings.own_schema} lacks "
+                   f"{', '.join(n for _, n in todo)}: run `dnl-ad migrate` (start does too)")
+    return Row("own schema", OK, f"schema {settings.own_schema} is at version "
+               f"{max(v for v, _ in migrations.available())}")
+
+
+def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
+    from .mail import smtp
+
+    config = smtp.resolve(settings, system)
+    if not config.host:
+        return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
+    session = smtp.Session(config)
+    try:
+        conn = session._open()  # EHLO, STARTTLS/TLS and AUTH exactly as delivery does
+    except smtp.SessionError as exc:
+        return Row("smtp", FAIL, db.scrub(str(exc)))
+    try:
+        features = sorted(conn.esmtp_features)
+    finally:
+        session._smtp = conn
+        session.close()
+    auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
+    return Row("smtp", OK, f"{config.where}: EHLO ok, {auth}; "
+               f"server offers {', '.join(features) or 'no extensions'}")
+
+
+def _sample_value(tag: str, now: dt.datetime) -> Any:
+    """A plausible value for a tag, typed as alerts pass them (money as Decimal, ...)."""
+    if any(w in tag for w in ("balance", "amount", "credit", "cost")):
+        return Decimal("1234.50")
+    if any(w in tag for w in ("calls", "count")):
+        return 42
+    if any(w in tag for w in ("min", "duration")):
+        return Decimal("12.50")
+    if any(w in tag for w in ("time", "date", "deadline", "now", "day", "begining")):
+        return now
+    if "link" in tag or "url" in tag:
+        return "https://portal.example/cdr?id=1"
+    return f"Sample {tag.replace('_', ' ')}"
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def check_templates(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list[Row]:
+    from .mail import render
+    from .notice import Notice
+
+    config = render.MailConfig.load(cur, settings)
+    rows = []
+    problems = {p.template: p for p in config.problems()}
+    for template, kind in render.TEMPLATE_KINDS.items():
+        context = {tag: _sample_value(tag, now) for tag in render.KNOWN_TAGS.get(kind, ())}
+        notice = Notice(kind=kind, dedupe_key=f"check:{template}", template=template,
+                        client_id=None, recipients="client@example.com", context=context,
+                        decided_at=now)
+        collect = _Collect()
+        logger = logging.getLogger("dnl_ad.mail")
+        logger.addHandler(collect)
+        try:
+            rendered = render.render_notice(notice, config)
+            error = ""
+        except Exception as exc:  # render_notice should not raise; report if it does
+            rendered, error = None, f"{type(exc).__name__}: {exc}"
+        finally:
+            logger.removeHandler(collect)
+        name = f"template {template}"
+        problem = problems.get(template)
+        failures = [m for m in collect.messages if "unknown tags" not in m]
+        if error or failures or (problem and problem.error) or rendered is None \
+                or not rendered.subject.strip() or not rendered.text.strip():
+            detail = error or "; ".join(failures) or (problem.error if problem else "") \
+                or "renders an empty subject or text"
+            rows.append(Row(name, FAIL, f"{kind}: {detail}"))
+        elif problem and problem.unknown_tags:
+            rows.append(Row(name, WARN, f"{kind}: unknown tags in {problem.column}: "
+                            + ", ".join("{" + t + "}" for t in problem.unknown_tags)
+                            + " (they reach the client as written)"))
+        else:
+            rows.append(Row(name, OK, f"{kind}: renders ({rendered.source} template): "
+                            f"{rendered.subject[:60]}"))
+    return rows
+
+
+def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
+                "(+ DNL_AD_* environment)" + (", DRY RUN" if settings.dry_run else ""))]
+    try:
+        conn = db.connect(settings.connection_string, connect_timeout=10)
+    except db.CONNECTION_ERRORS as exc:
+        rows.append(Row("database", FAIL, f"{db.mask_dsn(settings.connection_string)}: "
+                        f"{_first_line(exc)}"))
+        rows += [Row(n, SKIP, "needs the database") for n in
+                 ("contract columns", "own schema", "smtp", "templates")]
+        return rows
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            version = cur.fetchone()["server_version"]
+            rows.append(Row("database", OK, f"{db.mask_dsn(settings.connection_string)} "
+                            f"(PostgreSQL {version})"))
+            rows += check_contract(cur)
+            rows.append(check_schema(cur, settings))
+            try:
+                cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
+                system = dict(cur.fetchone() or {})
+            except Exception as exc:
+                conn.rollback()
+                system = {}
+                rows.append(Row("system_parameter", FAIL, _first_line(exc)))
+            rows.append(check_smtp(settings, system))
+            try:
+                rows += check_templates(cur, settings, now)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("templates", FAIL, _first_line(exc)))
+        conn.rollback()  # check writes nothing
+    finally:
+        conn.close()
+    return rows
+
+
+def main(settings: Settings, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    rows = run_checks(settings)
+    print(table(rows), file=out)
+    failed = [r.check for r in rows if r.status == FAIL]
+    print(f"\n{len(failed)} check(s) failed: {', '.join(failed)}" if failed
+          else "\nall checks passed", file=out)
+    return 1 if failed else 0
