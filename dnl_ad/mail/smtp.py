@@ -148,6 +148,11 @@ class Session:
         replies: dict[str, tuple[int, str]] = {}
         try:
             code, msg = smtp.mail(from_addr)
+            if code == 530:  # "authentication / STARTTLS required": our setup, not the mail
+                self.close()
+                raise SessionError(f"SMTP {self.config.where}: the server wants "
+                                   f"{'STARTTLS or ' if self.config.security != 'starttls' else ''}"
+                                   f"AUTH first: {_reply_text(code, msg)}")
             if code != 250:
                 smtp.rset()
                 return SendResult({r: (code, _reply_text(code, msg)) for r in recipients})
