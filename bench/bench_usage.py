@@ -1,0 +1,167 @@
+"""Benchmark: the daily usage summary for N clients (default 20,000) on an embedded PostgreSQL.
+
+    .venv/bin/python bench/bench_usage.py [N]
+
+Every client has a day of hourly traffic in its own local day (two rows per hour, so
+about 1,000,000 cdr_report_detail rows for 20,000 clients), spread over six zones. Prints:
+
+- the bare aggregation query for all N windows, run by psql (pgserver ships it), twice;
+- the usage-summary sweep that queues all N summaries (plan + aggregation + render +
+  enqueue), and the same sweep again when everything is queued (the steady state that
+  runs every DAILY_CHECK_SECONDS);
+- delivery of all N summaries to the SMTP sink on loopback (dnl_ad.smtp_sink), as
+  summaries per second, and queue + deliver end to end.
+
+Data is generated with set-based SQL on the server (INSERT ... SELECT generate_series).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from dnl_ad import db, delivery
+from dnl_ad.alerts import SweepResult, daily_common, usage_summary
+from dnl_ad.config import REPO_ROOT, Settings
+from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database
+from dnl_ad.smtp_sink import SmtpSink
+
+REPORT_DAY = dt.date(2026, 11, 20)
+NOW = dt.datetime(2026, 11, 21, 6, tzinfo=dt.UTC)  # every zone's 00:00 send hour has passed
+ZONES = ["+08:00", "-05:00", "+05:45", "+00:00", "+03:00", None]  # None: sys_timezone UTC
+OFFSET_MINUTES = [480, -300, 345, 0, 180, 0]
+
+
+def _timed(label: str, work):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    out = work()
+    elapsed = time.perf_counter() - started
+    print(f"{label:<52} {elapsed:8.2f} s")
+    return out, elapsed
+
+
+def generate(cur: db.Cursor, n: int) -> int:
+    """N clients with two trunks each, and their local day's hourly traffic."""
+    cur.execute("INSERT INTO system_parameter (sys_timezone, fromemail, finance_email) "
+                "VALUES (%s, %s, %s)", ("+00:00", "billing@carrier.example",
+                                         "finance@carrier.example"))
+    cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
+    cur.execute(
+        "INSERT INTO client (client_id, name, company, status, is_auto_summary, "
+        "auto_summary_hour, auto_send_zone, billing_email, allowed_credit) "
+        "SELECT i, 'client' || i, 'Company ' || i, true, true, 0, "
+        "(%(zones)s::varchar[])[1 + i %% 6], 'billing' || i || '@client' || i || '.example', "
+        "-100 * (i %% 5) FROM generate_series(1, %(n)s) AS i", {"zones": ZONES, "n": n})
+    cur.execute("INSERT INTO c4_client_balance (client_id, balance) "
+                "SELECT i::text, 1000 - i %% 1500 + 0.25 FROM generate_series(1, %s) AS i", (n,))
+    cur.execute("INSERT INTO resource (resource_id, client_id, alias, active, ingress, egress) "
+                "SELECT 2 * i - 1, i, 'in-' || i, true, true, false "
+                "FROM generate_series(1, %(n)s) AS i UNION ALL "
+                "SELECT 2 * i, i, 'out-' || i, true, false, true "
+                "FROM generate_series(1, %(n)s) AS i", {"n": n})
+    for day in (REPORT_DAY - dt.timedelta(days=1), REPORT_DAY, REPORT_DAY + dt.timedelta(days=1)):
+        db.ensure_cdr_partition(cur, day)
+    cur.execute(
+        """
+        INSERT INTO cdr_report_detail (
+            report_time, ingress_client_id, ingress_id, egress_client_id, egress_id,
+            ingress_total_calls, ingress_success_calls, egress_total_calls,
+            egress_success_calls, not_zero_calls, duration, ingress_bill_time,
+            egress_bill_time, ingress_call_cost, egress_call_cost)
+        SELECT st.start + h * interval '1 hour', i, 2 * i - 1, p, 2 * p,
+               t, s, t, s, s, s * 61, s * 60, s * 60, s * 0.0125, s * 0.015
+        FROM generate_series(1, %(n)s) AS i
+        CROSS JOIN LATERAL (SELECT (%(day)s::timestamp AT TIME ZONE 'UTC')
+            - (%(offsets)s::int[])[1 + i %% 6] * interval '1 minute' AS start) AS st
+        CROSS JOIN generate_series(0, 23) AS h
+        CROSS JOIN generate_series(1, 2) AS k
+        CROSS JOIN LATERAL (SELECT (i - 1 + 7 * k) %% %(n)s + 1 AS p,
+                                   5 + (i * 7 + h * 13 + k) %% 40 AS t) AS pt
+        CROSS JOIN LATERAL (SELECT (t * 3) / 5 AS s) AS ss
+        """,
+        {"n": n, "day": REPORT_DAY, "offsets": OFFSET_MINUTES},
+    )
+    rows = cur.rowcount
+    cur.execute("ANALYZE")
+    return rows
+
+
+def psql_timing(dsn: str, query_file: Path) -> list[float]:
+    """Run the file with psql's \\timing; the server-round-trip times it prints, in s."""
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    out = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "psql"), dsn, "-X", "-q",
+                          "-v", "ON_ERROR_STOP=1", "-f", str(query_file)],
+                         check=True, capture_output=True, text=True).stdout
+    return [float(ms) / 1000 for ms in re.findall(r"Time: ([\d.]+) ms", out)]
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:
+        server = EmbeddedPostgres(Path(tmp) / "pg")
+        try:
+            dsn = build_provider_database(server.admin_dsn, "bench_usage")
+            conn = db.connect(dsn)
+            with conn.cursor() as cur:
+                rows, _ = _timed(f"generate {n:,} clients and traffic (set-based SQL)",
+                                 lambda: generate(cur, n))
+            conn.commit()
+            conn.close()
+            print(f"  cdr_report_detail rows: {rows:,}")
+
+            with SmtpSink() as sink:
+                settings = Settings(connection_string=dsn, smtp_host=sink.host,
+                                    smtp_port=sink.port, smtp_security="none",
+                                    smtp_from="alerts@carrier.example",
+                                    template_dir=str(REPO_ROOT / "templates"),
+                                    delivery_batch=2000)
+                database = db.Database(dsn)
+
+                # The bare aggregation query, exactly as the sweep sends it, through psql.
+                with database.transaction() as cur:
+                    due = daily_common.plan(cur, usage_summary.SPEC, NOW, settings, database,
+                                            SweepResult("usage_summary"))
+                    text = cur.mogrify(usage_summary.QUERY,
+                                       daily_common.windows_params(due)).decode()
+                print(f"  due windows: {len(due):,}")
+                qfile = Path(tmp) / "aggregate.sql"
+                qfile.write_text("\\timing on\n\\o /dev/null\n" + text + ";\n" + text + ";\n")
+                times = psql_timing(dsn, qfile)
+                print(f"{'bare aggregation query in psql (cold, warm)':<52} "
+                      + ", ".join(f"{t:.2f} s" for t in times))
+
+                res, t_queue = _timed("usage-summary sweep: queue all",
+                                      lambda: usage_summary.sweep(database, NOW, settings))
+                print(f"  queued {res.queued:,}, skipped {res.skipped:,}")
+                res2, _ = _timed("usage-summary sweep again (all queued)",
+                                 lambda: usage_summary.sweep(database, NOW, settings))
+                print(f"  queued {res2.queued:,}, duplicates {res2.duplicates:,}")
+
+                def drain() -> int:
+                    sent = 0
+                    while True:
+                        r = delivery.deliver(database, settings, now=NOW)
+                        if r.total == 0:
+                            return sent
+                        sent += r.sent
+
+                sent, t_deliver = _timed("deliver all to the SMTP sink", drain)
+                print(f"  sent {sent:,} ({sent / t_deliver:,.0f} summaries/s delivery; "
+                      f"{sent / (t_queue + t_deliver):,.0f} summaries/s queue + deliver); "
+                      f"sink received {len(sink.messages):,}")
+                database.close()
+        finally:
+            server.cleanup()
+    print(f"clients {n:,}")
+
+
+if __name__ == "__main__":
+    main()
