@@ -255,3 +255,26 @@ def test_default_template_renders_the_numbers(conn, database, settings) -> None:
     for body in (row["text_body"], row["html_body"]):
         assert "4321" in body and "98.77" in body and "12.50" in body
         assert "GMT+08:00" in body and f"{DAY} 00:00:00" in body
+
+
+def test_delivered_over_smtp_with_both_halves(conn, database, settings, smtp) -> None:
+    from dnl_ad import delivery
+
+    _setup(conn)
+    c = _summary_client(conn, "wire", "-05:00", 6, balance=75)
+    other = _summary_client(conn, "other", "-05:00", 6)
+    f.traffic(conn, report_time=utc(2026, 11, 20, 12), ingress_client_id=c["client_id"],
+              egress_client_id=other["client_id"], ingress_total_calls=31,
+              egress_total_calls=29, not_zero_calls=20, ingress_call_cost=Decimal("6.2"),
+              egress_call_cost=Decimal("5.8"))
+    now = utc(2026, 11, 21, 11, 30)  # 06:30 at -05:00
+    assert usage_summary.sweep(database, now, settings).queued == 2
+    assert delivery.deliver(database, settings, now=now).sent == 2
+    by_to = {m.rcpt_tos[0]: m.message for m in smtp.messages}
+    mine = by_to["wire@client.example"]
+    assert mine["Subject"] == "report wire"
+    html_part = mine.get_body(("html",)).get_content()
+    assert "total_call_buy=[31]" in html_part and "total_billed_amount_buy=[6.20]" in html_part
+    assert "total_call_sell=[0]" in html_part and "balance=[75.00]" in html_part
+    theirs = by_to["other@client.example"].get_body(("html",)).get_content()
+    assert "total_call_sell=[29]" in theirs and "total_billed_amount_sell=[5.80]" in theirs
