@@ -108,7 +108,10 @@ def test_missing_history_is_mailed_as_unknown_with_a_warning(conn, database, set
 def test_due_only_at_the_send_hour_and_once(conn, database, settings) -> None:
     _setup(conn)
     settings = settings.replace(catchup_hours=2)
-    c = _client(conn, "hourly", auto_summary_hour=7)  # 07:00 at +08:00 = 23:00 UTC
+    # An unusable auto_send_zone falls back to daily_balance_send_time_zone (+08:00):
+    # 07:00 there is 23:00 UTC.
+    c = _client(conn, "hourly", auto_summary_hour=7, auto_send_zone="Mars/Olympus",
+                daily_balance_send_time_zone="+08:00")
     f.client(conn, name="disabled", auto_send_zone="+08:00")  # flag off
     assert balance_summary.sweep(database, utc(2026, 11, 20, 22, 59), settings).queued == 0
     assert balance_summary.sweep(database, utc(2026, 11, 20, 23, 0), settings).queued == 1
