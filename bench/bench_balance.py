@@ -107,9 +107,13 @@ def main() -> None:
                     bare = _psql_ms(dsn, text)
                     print(f"  {'bare query in psql, steady (' + format(due, ',') + ' rows)':<50}"
                           f" {bare:9.1f} ms")
-                    res, _ = _timed("sweep, steady state (nothing new due)",
-                                    lambda m=module, k=kw, t=later: m.sweep(database, t,
-                                                                            settings, **k))
+                    best = float("inf")
+                    for _ in range(3):  # best of 3, like psql: nothing is due, so repeatable
+                        started = time.perf_counter()
+                        res = module.sweep(database, later, settings, **kw)
+                        best = min(best, time.perf_counter() - started)
+                    print(f"  {'sweep, steady state (nothing new due), best of 3':<50} "
+                          f"{best * 1000:9.1f} ms")
                     print(f"    queued {res.queued:,}")
                 print("delivery:")
 

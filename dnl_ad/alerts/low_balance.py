@@ -45,10 +45,11 @@ def _threshold_problem(row: Mapping[str, Any]) -> str:
 
 
 def _record(cur: db.Cursor, row: Mapping[str, Any], now: dt.datetime, n: int) -> None:
-    cur.execute("UPDATE client SET last_lowbalance_time = %s WHERE client_id = %s",
-                (now, row["client_id"]))
-    cur.execute("UPDATE client_low_balance_config SET last_alert_time = %s WHERE client_id = %s",
-                (now, row["client_id"]))
+    # one round trip for both tables; the config row may be missing (postpay, value mode)
+    cur.execute("WITH c AS (UPDATE client SET last_lowbalance_time = %(now)s "
+                "WHERE client_id = %(id)s) "
+                "UPDATE client_low_balance_config SET last_alert_time = %(now)s "
+                "WHERE client_id = %(id)s", {"now": now, "id": row["client_id"]})
 
 
 def _reset(cur: db.Cursor, ids: list[int]) -> int:
