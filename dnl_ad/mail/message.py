@@ -14,8 +14,10 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.header import Header
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, getaddresses
 from pathlib import Path
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
+_WIRE = compat32.clone(linesep="\r\n")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\x85]+")
 
 
@@ -134,19 +137,22 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
         error = "no valid recipient in " + (repr(notice.recipients) if notice.recipients
                                             else "an empty billing_email")
 
-    msg = EmailMessage(policy=SMTP)
+    # The legacy (compat32) MIME classes: several times faster than EmailMessage, which
+    # matters when a sweep renders thousands of notices in one transaction.
+    msg = MIMEMultipart("alternative")
     msg["From"] = from_addr or "undisclosed-sender:;"
     msg["To"] = ", ".join(to) if to else "undisclosed-recipients:;"
     if cc:
         msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject
+    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
     msg["Date"] = format_datetime(notice.decided_at)
     msg["Message-ID"] = mid
     msg["Auto-Submitted"] = "auto-generated"
-    msg["X-DNL-AD-Kind"] = notice.kind
-    msg.set_content(rendered.text, charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return Mail(from_addr, to, cc, subject, rendered.text, rendered.html, mid, msg.as_bytes(),
+    msg["X-DNL-AD-Kind"] = clean_header(notice.kind)
+    msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
+    msg.attach(MIMEText(rendered.html, "html", "utf-8"))
+    raw = msg.as_bytes(policy=_WIRE)
+    return Mail(from_addr, to, cc, subject, rendered.text, rendered.html, mid, raw,
                 tuple(rejected), error)
 
 
