@@ -32,7 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 MAX_STEPS = 200_000
-MAX_SECONDS = 2.0
+MAX_SECONDS = 1.0
 MAX_RANGE = 10_000
 MAX_TEXT = 500_000
 MAX_OUTPUT = 1_000_000
