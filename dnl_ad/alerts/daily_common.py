@@ -184,16 +184,21 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     cur.execute(_CLIENTS.format(flag=sql.Identifier(spec.flag)))
     candidates: list[Due] = []
     stale: list[Due] = []
+    # Most clients share a few (zone, hour) pairs: their instants are computed once.
+    schedules: dict[tuple[dt.tzinfo, int], tuple[list[_Slot], _Slot | None]] = {}
     for row in cur.fetchall():
         cid = row["client_id"]
         zone = clock.client_zone(cid, row["auto_send_zone"], row["daily_balance_send_time_zone"],
                                  row["sys_timezone"], resolver)
         hour = send_hour(cid, row["auto_summary_hour"], mem, spec.kind)
-        fresh, old = due_instants(now, zone, hour, window)
-        for day, due_at in fresh:
-            candidates.append(_due(spec, cid, zone, day, due_at))
+        sched = schedules.get((zone, hour))
+        if sched is None:
+            sched = schedules[(zone, hour)] = _schedule(now, zone, hour, window)
+        fresh, old = sched
+        candidates.extend(Due(cid, zone, *slot, dedupe_key(spec.kind, cid, slot[0]))
+                          for slot in fresh)
         if old is not None:
-            stale.append(_due(spec, cid, zone, *old))
+            stale.append(Due(cid, zone, *old, dedupe_key(spec.kind, cid, old[0])))
     keys = [d.key for d in candidates if d.key not in mem.settled]
     keys += [d.key for d in stale if d.key not in mem.logged]
     queued = outbox.already_queued(cur, settings.own_schema, keys)
@@ -203,10 +208,17 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     return [d for d in candidates if d.key not in queued and d.key not in mem.settled]
 
 
-def _due(spec: DailySpec, client_id: int, zone: dt.tzinfo, day: dt.date,
-         due_at: dt.datetime) -> Due:
-    start, end = clock.day_window(day, zone)
-    return Due(client_id, zone, day, start, end, due_at, dedupe_key(spec.kind, client_id, day))
+# (report day, window start, window end, due instant): one zone and hour's report slot.
+_Slot = tuple[dt.date, dt.datetime, dt.datetime, dt.datetime]
+
+
+def _schedule(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timedelta
+              ) -> tuple[list[_Slot], _Slot | None]:
+    def slot(day: dt.date, due_at: dt.datetime) -> _Slot:
+        return (day, *clock.day_window(day, zone), due_at)
+
+    fresh, old = due_instants(now, zone, hour, window)
+    return [slot(*f) for f in fresh], (slot(*old) if old is not None else None)
 
 
 def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
