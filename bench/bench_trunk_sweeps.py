@@ -30,7 +30,7 @@ def _timed(label: str, work):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.ERROR)
+    logging.basicConfig(level=logging.CRITICAL)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     now = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:

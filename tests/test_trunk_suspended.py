@@ -246,3 +246,14 @@ def _wait_for_lock_wait(conn) -> None:
             return
     raise AssertionError("the sweep never waited on the row lock")
 
+
+
+def test_client_without_address_is_blocked_and_failure_recorded(conn, database, settings) -> None:
+    _, t = _client_trunk(conn, billing_email="")
+    f.rate_send(conn, t["resource_id"], NOW - H)
+    result = trunk_suspended.sweep(database, NOW, settings)
+    assert (result.state_changes, result.queued, result.skipped) == (1, 0, 1)
+    assert _resource(conn, t["resource_id"])["active"] is False
+    assert [o["status"] for o in _outbox(conn)] == ["failed"]
+    assert [(r["type"], r["status"]) for r in f.rows(conn, "SELECT * FROM email_log")] == \
+        [(35, 1)]

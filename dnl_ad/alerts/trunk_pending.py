@@ -125,5 +125,6 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                      " [dry run]" if settings.dry_run else "")
         result.queued += pipeline.queued
         result.duplicates += pipeline.duplicates
+        result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
         result.mails.extend(pipeline.mails)
     return result

@@ -123,5 +123,6 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                         cand.file, cand.deadline.isoformat())
         result.queued += pipeline.queued
         result.duplicates += pipeline.duplicates
+        result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
         result.mails.extend(pipeline.mails)
     return result
