@@ -35,12 +35,11 @@ _HISTORY = ("LEFT JOIN LATERAL (SELECT h.actual_balance FROM balance_history_act
             "ORDER BY h.id DESC LIMIT 1) {alias} ON true")
 
 QUERY = sql.SQL(
-    "WITH {windows}, {traffic} SELECT w.key, {client}, "
+    "WITH {windows} SELECT w.key, {client}, "
     "h0.actual_balance AS beginning_balance, (h0.actual_balance IS NOT NULL) AS has_beginning, "
     "h1.actual_balance AS closed_balance, "
     "coalesce(buy.cost, 0) AS buy_amount, coalesce(sell.cost, 0) AS sell_amount "
-    "FROM w {join} {h0} {h1} "
-    "LEFT JOIN buy ON buy.key = w.key LEFT JOIN sell ON sell.key = w.key"
+    "FROM w {join} {h0} {h1} {traffic}"
 ).format(
     windows=daily_common.WINDOWS,
     traffic=daily_common.TRAFFIC,

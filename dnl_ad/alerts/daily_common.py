@@ -256,23 +256,25 @@ WINDOWS = sql.SQL(
     "AS w(client_id, t0, t1, key, day))"
 )
 
-# Buy (the client on the ingress side) and sell (egress side) totals per window.
-TRAFFIC = sql.SQL(
-    "buy AS (SELECT w.key, sum(d.ingress_total_calls) AS total_calls, "
-    "sum(d.ingress_success_calls) AS success_calls, sum(d.not_zero_calls) AS not_zero_calls, "
-    "sum(d.ingress_bill_time) AS bill_time, sum(d.ingress_call_cost) AS cost, "
-    "sum(d.duration) AS duration "
-    "FROM w JOIN cdr_report_detail d ON d.ingress_client_id = w.client_id "
-    "AND d.report_time >= w.t0 AND d.report_time < w.t1 "
-    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s GROUP BY w.key), "
-    "sell AS (SELECT w.key, sum(d.egress_total_calls) AS total_calls, "
-    "sum(d.egress_success_calls) AS success_calls, sum(d.not_zero_calls) AS not_zero_calls, "
-    "sum(d.egress_bill_time) AS bill_time, sum(d.egress_call_cost) AS cost, "
-    "sum(d.duration) AS duration "
-    "FROM w JOIN cdr_report_detail d ON d.egress_client_id = w.client_id "
-    "AND d.report_time >= w.t0 AND d.report_time < w.t1 "
-    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s GROUP BY w.key)"
-)
+# Buy (the client on the ingress side) and sell (egress side) totals per window, as
+# `FROM w ... {TRAFFIC}`: one index range scan per window and side on (ingress_client_id,
+# report_time) / (egress_client_id, report_time), in only the children the overall range
+# touches. Measured against a hash join of all windows with the whole range (bench_usage):
+# faster at 20,000 windows, and far faster for the few hundred windows a normal sweep has.
+def _side(prefix: str, alias: str) -> sql.Composable:
+    cols = {"p": sql.SQL(prefix), "a": sql.Identifier(alias)}
+    return sql.SQL(
+        "LEFT JOIN LATERAL (SELECT sum(d.{p}_total_calls) AS total_calls, "
+        "sum(d.{p}_success_calls) AS success_calls, sum(d.not_zero_calls) AS not_zero_calls, "
+        "sum(d.{p}_bill_time) AS bill_time, sum(d.{p}_call_cost) AS cost, "
+        "sum(d.duration) AS duration FROM cdr_report_detail d "
+        "WHERE d.{p}_client_id = w.client_id AND d.report_time >= w.t0 "
+        "AND d.report_time < w.t1 AND d.report_time >= %(lo)s AND d.report_time < %(hi)s"
+        ") {a} ON true"
+    ).format(**cols)
+
+
+TRAFFIC = sql.SQL(" ").join([_side("ingress", "buy"), _side("egress", "sell")])
 
 # Client columns every daily report shows, for `FROM w JOIN client c ...`.
 CLIENT_COLUMNS = sql.SQL(

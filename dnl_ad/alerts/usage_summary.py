@@ -29,9 +29,8 @@ SPEC = daily_common.DailySpec(KIND, "is_auto_summary", "auto_summary", "daily us
 
 _SIDES = ("total_calls", "success_calls", "not_zero_calls", "bill_time", "cost", "duration")
 
-QUERY = sql.SQL("WITH {windows}, {traffic} SELECT w.key, c.auto_summary_not_zero, {client}, "
-                "{sides} FROM w {join} "
-                "LEFT JOIN buy ON buy.key = w.key LEFT JOIN sell ON sell.key = w.key").format(
+QUERY = sql.SQL("WITH {windows} SELECT w.key, c.auto_summary_not_zero, {client}, {sides} "
+                "FROM w {join} {traffic}").format(
     windows=daily_common.WINDOWS,
     traffic=daily_common.TRAFFIC,
     client=daily_common.CLIENT_COLUMNS,
