@@ -1,0 +1,124 @@
+"""Idle cost of the daemon: CPU seconds and peak RSS over 60 s with 100,000 clients.
+
+Run: .venv/bin/python bench/bench_idle.py [--clients 100000] [--seconds 60]
+
+1. An embedded PostgreSQL gets the provider subset and demo_data for N clients.
+2. The data is settled so that nothing is due, while every alert stays enabled: all
+   balances are healthy, every rate deck is downloaded, and CATCHUP_HOURS=0 keeps the
+   daily reports of the day that just ended from being sent. The sweeps still run their
+   queries over all N clients at the default cadences (60 s; delivery every 5 s).
+3. The real daemon (`python -m dnl_ad run`, its own process) starts; once it has logged
+   its start, its CPU time (utime + stime from /proc) is sampled, and again after the
+   window; peak RSS is VmHWM from /proc/<pid>/status.
+
+The database server's own CPU is not counted: this is the daemon's footprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from dnl_ad import db, demo_data  # noqa: E402
+from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database  # noqa: E402
+from dnl_ad.smtp_sink import SmtpSink  # noqa: E402
+
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def status_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def settle(dsn: str) -> None:
+    """Nothing due, everything enabled (set-based statements, bound values only)."""
+    conn = db.connect(dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("UPDATE c4_client_balance SET balance = %s", (1_000_000,))
+        cur.execute("UPDATE rate_send_log_detail SET download_date = %s",
+                    (dt.datetime.now(dt.timezone.utc),))
+        cur.execute("ANALYZE")
+    conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_idle_") as tmp:
+        work = Path(tmp)
+        server = EmbeddedPostgres(work / "pg")
+        try:
+            dsn = build_provider_database(server.admin_dsn, "bench_idle")
+            started = time.monotonic()
+            conn = db.connect(dsn)
+            with conn, conn.cursor() as cur:
+                made = demo_data.generate(cur, args.clients, dt.datetime.now(dt.timezone.utc))
+            conn.close()
+            settle(dsn)
+            print(f"data: {made.clients} clients, {made.trunks} trunks, "
+                  f"{made.traffic_rows} traffic rows in {time.monotonic() - started:.1f} s")
+            with SmtpSink() as sink:
+                env = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
+                env.update({
+                    "DNL_AD_CONFIG": str(work / "none.ini"),
+                    "DNL_AD_CONNECTION_STRING": dsn,
+                    "DNL_AD_SMTP_HOST": sink.host, "DNL_AD_SMTP_PORT": str(sink.port),
+                    "DNL_AD_SMTP_SECURITY": "none",
+                    "DNL_AD_PIDFILE": str(work / "dnl_ad.pid"),
+                    "DNL_AD_LOGFILE": str(work / "dnl_ad.log"),
+                    "DNL_AD_CATCHUP_HOURS": "0",
+                    "DNL_AD_CDR_DOWNLOAD_URL": "https://portal.carrier.example/cdr",
+                })
+                (work / "none.ini").write_text("[dnl_ad]\n", encoding="utf-8")
+                proc = subprocess.Popen([sys.executable, "-m", "dnl_ad", "run"], cwd=REPO,
+                                        env=env)
+                log = work / "dnl_ad.log"
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and (
+                        not log.exists() or "started: pid" not in log.read_text()):
+                    time.sleep(0.1)
+                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+                time.sleep(args.seconds)
+                cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+                peak_kb = status_kb(proc.pid, "VmHWM")
+                rss_kb = status_kb(proc.pid, "VmRSS")
+                proc.send_signal(signal.SIGTERM)
+                code = proc.wait(timeout=30)
+                mails = len(sink.messages)
+            text = log.read_text()
+        finally:
+            server.cleanup()
+    print(f"window: {t1 - t0:.1f} s idle with {args.clients} clients "
+          f"(sweeps every 60 s, delivery every 5 s)")
+    print(f"daemon CPU: {cpu1 - cpu0:.2f} s ({100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core)")
+    print(f"daemon peak RSS: {peak_kb / 1024:.1f} MiB (RSS at the end {rss_kb / 1024:.1f} MiB)")
+    print(f"mails sent during the run: {mails} (expected 0: nothing is due)")
+    print(f"errors in the daemon log: {text.count(' ERROR ')}; exit status after SIGTERM: {code}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
