@@ -36,28 +36,31 @@ KIND = "cdr_delivery"
 SPEC = daily_common.DailySpec(KIND, "daily_cdr_generation", "auto_cdr", "daily CDR delivery",
                               needs_billing_email=False)
 
-# Per due window: each active trunk of the client with non-zero calls in it, its calls.
+# Per due window: each active trunk of the client with non-zero calls in it, and its calls.
+# One index range scan per window and side on the (client, report_time) indexes, grouped
+# by trunk; only trunks that belong to the client and are active count.
+def _leg(side: str) -> sql.Composable:
+    return sql.SQL(
+        "SELECT d.{p}_id AS trunk, sum(d.{p}_total_calls) AS calls, "
+        "sum(d.not_zero_calls) AS nz FROM cdr_report_detail d "
+        "WHERE d.{p}_client_id = w.client_id AND d.report_time >= w.t0 "
+        "AND d.report_time < w.t1 AND d.report_time >= %(lo)s AND d.report_time < %(hi)s "
+        "GROUP BY d.{p}_id"
+    ).format(p=sql.SQL(side))
+
+
 QUERY = sql.SQL(
     "WITH {windows}, "
-    "t AS (SELECT w.key, w.t0, w.t1, r.resource_id, r.alias FROM w "
-    "JOIN resource r ON r.client_id = w.client_id AND r.active), "
-    "legs AS (SELECT t.key, t.resource_id, d.ingress_total_calls AS calls, d.not_zero_calls AS nz "
-    "FROM t JOIN cdr_report_detail d ON d.ingress_id = t.resource_id "
-    "AND d.report_time >= t.t0 AND d.report_time < t.t1 "
-    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s "
-    "UNION ALL SELECT t.key, t.resource_id, d.egress_total_calls, d.not_zero_calls "
-    "FROM t JOIN cdr_report_detail d ON d.egress_id = t.resource_id "
-    "AND d.report_time >= t.t0 AND d.report_time < t.t1 "
-    "WHERE d.report_time >= %(lo)s AND d.report_time < %(hi)s), "
-    "per AS (SELECT key, resource_id, sum(calls) AS calls FROM legs "
-    "GROUP BY key, resource_id HAVING sum(nz) > 0) "
-    "SELECT w.key, c.name, c.company, c.billing_email, per.resource_id, t.alias, "
+    "legs AS (SELECT w.key, x.trunk, x.calls, x.nz FROM w "
+    "CROSS JOIN LATERAL ({ingress} UNION ALL {egress}) x), "
+    "per AS (SELECT key, trunk, sum(calls) AS calls FROM legs "
+    "GROUP BY key, trunk HAVING sum(nz) > 0) "
+    "SELECT w.key, c.name, c.company, c.billing_email, r.resource_id, r.alias, "
     "per.calls::bigint AS calls "
-    "FROM w JOIN client c ON c.client_id = w.client_id "
-    "JOIN per ON per.key = w.key "
-    "JOIN t ON t.key = per.key AND t.resource_id = per.resource_id "
-    "ORDER BY w.key, per.resource_id"
-).format(windows=daily_common.WINDOWS)
+    "FROM per JOIN w ON w.key = per.key JOIN client c ON c.client_id = w.client_id "
+    "JOIN resource r ON r.resource_id = per.trunk AND r.client_id = w.client_id AND r.active "
+    "ORDER BY w.key, r.resource_id"
+).format(windows=daily_common.WINDOWS, ingress=_leg("ingress"), egress=_leg("egress"))
 
 
 def fetch(cur: db.Cursor, due: list[Due]) -> dict[str, dict[str, Any]]:
