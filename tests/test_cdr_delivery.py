@@ -126,3 +126,15 @@ def test_api_trouble_falls_back_to_the_static_link(conn, database, settings, cap
     assert any(why in line and f"client {c['client_id']} trunk {t1['resource_id']}" in line
                for line in lines), lines
     assert all("static" in line for line in lines)
+
+
+def test_dry_run_starts_no_export_and_writes_nothing(conn, database, settings) -> None:
+    _, t1, _ = _setup(conn)
+    with FakeCdrApi("ok") as api:
+        s = settings.replace(cdr_api_url=api.url, dry_run=True)
+        result = cdr_delivery.sweep(database, NOW, s, sleep=lambda _: None)
+    assert api.requests == []
+    assert result.queued == 1 and keys(conn) == set()
+    (mail,) = result.mails
+    assert mail.to == ["noc@acme.example", "finance@carrier.example", "audit@carrier.example"]
+    assert f"i={t1['resource_id']}" in mail.html and "portal.carrier.example/cdr" in mail.html

@@ -109,6 +109,7 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
     1. Read: enabled clients, their due windows, keys already queued (skipped), and one
        query for every remaining window's trunks with non-zero calls.
     2. Links, outside any transaction (the API may take minutes; `sleep` is injectable).
+       A dry run uses the static links only: it starts no export on the provider's API.
     3. Queue: each client's notice in its own savepoint; a client without traffic is
        remembered as settled and not looked at again for that day.
     """
@@ -125,7 +126,12 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
                       KIND, d.client_id, d.report_day)
     if not rows:
         return result
-    maker = LinkMaker(settings, **({"sleep": sleep} if sleep is not None else {}))
+    link_settings = settings
+    if settings.dry_run and settings.cdr_api_url:
+        # An export request is work on the provider's side: a dry run does not start any.
+        log.info("%s: dry run: the CDR API is not called; showing the static links", KIND)
+        link_settings = settings.replace(cdr_api_url="")
+    maker = LinkMaker(link_settings, **({"sleep": sleep} if sleep is not None else {}))
     links: dict[str, list[tuple[Link, str, int]]] = {}
     for d in due:
         row = rows.get(d.key)
