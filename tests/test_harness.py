@@ -9,6 +9,7 @@ from pathlib import Path
 from dnl_ad import demo_data
 from dnl_ad.alerts import ALERTS
 
+from . import factories as f
 from .conftest import utc
 from .test_daemon import REPO, write_ini
 
@@ -71,3 +72,22 @@ def test_harness_quits_on_q_and_reports_unknown_keys(conn, settings, tmp_path) -
     assert proc.returncode == 0, proc.stderr
     assert "unknown key 'x'" in proc.stdout
     assert "[1]" not in proc.stdout  # keys after q are not read
+
+
+def test_harness_send_queues_and_delivers(conn, settings, smtp) -> None:
+    import io
+
+    from dnl_ad import harness
+
+    with conn.cursor() as cur:
+        demo_data.generate(cur, 40, NOW)
+    out = io.StringIO()
+    assert harness.main(settings, send=True, at=NOW, stdin=io.StringIO("6\nq\n"), out=out) == 0
+    text = out.getvalue()
+    assert "SENDING for real" in text and "Trunk pending suspension (trunk_pending) - SENT" in text
+    queued = f.rows(conn, "SELECT kind, status FROM dnl_ad.outbox")
+    assert queued and {r["kind"] for r in queued} == {"trunk_pending"}
+    assert {r["status"] for r in queued} == {"sent"}
+    assert f"delivered now: {len(queued)} sent" in text
+    assert len(smtp.messages) == len(queued)
+    assert {m.message["X-DNL-AD-Kind"] for m in smtp.messages} == {"trunk_pending"}
