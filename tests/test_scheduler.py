@@ -11,12 +11,13 @@ import logging
 
 import pytest
 
-from dnl_ad import db
+from dnl_ad import db, demo_data
 from dnl_ad.alerts import ALERTS
 from dnl_ad.config import ConfigError
 from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
 from dnl_ad.scheduler import BACKOFF_CAP_SECONDS, JobDef, Loop, Wakeup, standard_jobs
 
+from . import factories as f
 from .conftest import utc
 
 T0 = utc(2026, 11, 21, 9)
@@ -172,36 +173,36 @@ def own_server(tmp_path):
     server.cleanup()
 
 
-def test_postgres_restart_logs_one_outage_and_work_resumes(own_server, settings, caplog) -> None:
+def test_postgres_restart_logs_one_outage_and_work_resumes(own_server, settings, smtp,
+                                                           caplog) -> None:
+    """The real seven sweeps and delivery on a private server that restarts mid-run."""
     dsn = build_provider_database(own_server.admin_dsn, "loop_restart")
+    conn = db.connect(dsn, autocommit=True)
+    with conn.cursor() as cur:
+        demo_data.generate(cur, 40, T0)
     database = db.Database(dsn, min_backoff=0.05, max_backoff=0.2)
     clock = FakeClock(T0)
-    written: list[dt.datetime] = []
-
-    def sweep_like(now: dt.datetime) -> None:
-        """Writes a row through the shared Database, as a sweep would."""
-        with database.transaction() as cur:
-            cur.execute("INSERT INTO version_information (program_name, start_time) "
-                        "VALUES (%s, %s)", ("loop-probe", now))
-        written.append(now)
-
-    other: list[dt.datetime] = []
-    loop = Loop(settings.replace(connection_string=dsn), database, clock=clock,
-                jobs=lambda lp: [JobDef("probe", 5, sweep_like), JobDef("other", 5, other.append)])
+    fast = settings.replace(connection_string=dsn, balance_check_seconds=5,
+                            daily_check_seconds=5, trunk_check_seconds=5, delivery_seconds=5)
+    loop = Loop(fast, database, clock=clock)
     caplog.set_level(logging.INFO)
     loop.tick()
+    before = len(smtp.messages)
+    assert before > 0 and not any(m.rcpt_tos == ["billing2@client2.example"]
+                                  for m in smtp.messages)
     own_server.restart()
+    # Client 2 (low-balance alert at 100) drops to 5 while the daemon's connection is dead.
+    conn = db.connect(dsn, autocommit=True)
+    f.set_balance(conn, 2, 5)
+    conn.close()
     for _ in range(12):
         clock.advance(5)
         loop.tick()
     assert caplog.text.count("unreachable") == 1
     assert caplog.text.count("is back") == 1
-    assert "job probe failed" not in caplog.text  # an outage is not a traceback per job
-    assert len(other) == 13  # the other job never stopped
-    assert written[0] == T0 and len(written) >= 10  # work resumed after the restart
-    with database.transaction() as cur:
-        cur.execute("SELECT count(*) AS n FROM version_information WHERE program_name = %s",
-                    ("loop-probe",))
-        assert cur.fetchone()["n"] == len(written)
+    assert " failed (" not in caplog.text  # an outage is not a traceback per job
+    new = [m for m in smtp.messages[before:] if m.rcpt_tos == ["billing2@client2.example"]]
+    assert [m.message["X-DNL-AD-Kind"] for m in new] == ["low_balance"]  # work resumed
+    assert len(smtp.messages) == before + 1  # and nothing went out twice
     database.close()
     drop_database(own_server.admin_dsn, "loop_restart")
