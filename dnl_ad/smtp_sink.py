@@ -14,6 +14,7 @@ import email
 import email.policy
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,6 +36,7 @@ class Received:
 class _Rules:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     drop_on_message: set[int] = field(default_factory=set)
+    on_message: dict[int, Callable[[], None]] = field(default_factory=dict)
 
 
 class RecordingHandler:
@@ -58,6 +60,9 @@ class RecordingHandler:
         with self.lock:
             self.data_count += 1
             n = self.data_count
+        hook = self.rules.on_message.get(n)
+        if hook is not None:
+            hook()
         if n in self.rules.drop_on_message:
             server.transport.close()
             return "421 closing"  # never reaches the client: the transport is gone
@@ -124,6 +129,11 @@ class SmtpSink:
     def drop_on_message(self, n: int) -> None:
         """Close the connection, unanswered, when the n-th DATA (counted from start) arrives."""
         self.handler.rules.drop_on_message.add(n)
+
+    def call_on_message(self, n: int, hook: Callable[[], None]) -> None:
+        """Run `hook` when the n-th DATA arrives, before the message is accepted (tests use
+        it to kill the sending process at an exact point)."""
+        self.handler.rules.on_message[n] = hook
 
     def reset(self) -> None:
         with self.handler.lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import signal
 import subprocess
 import sys
@@ -113,3 +114,41 @@ def test_dry_run_writes_eml_and_nothing_to_the_database(database, settings, conn
     queue(database, settings, [notice("real:1")])
     assert delivery.deliver(database, dry, now=NOW).total == 0
     assert smtp.messages == [] and outbox_rows(conn)[0]["status"] == "pending"
+
+
+def test_delivery_killed_mid_batch_resends_only_the_message_in_hand(dsn, database, settings,
+                                                                    conn, smtp) -> None:
+    """The process dies when the server has the 30th message but before it could record
+    it: after the lease expires exactly that one message goes again, nothing else."""
+    factories.system(conn)
+    queue(database, settings, [notice(f"kill:{i}", client_id=i, recipients=f"c{i}@x.example")
+                               for i in range(60)])
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from dnl_ad import db, delivery
+        from dnl_ad.config import Settings
+        from tests.mail_helpers import NOW
+        settings = Settings(connection_string={dsn!r}, smtp_host={smtp.host!r},
+                            smtp_port={smtp.port}, smtp_security="none")
+        print("ready", flush=True)
+        sys.stdin.readline()
+        delivery.deliver(db.Database({dsn!r}), settings, now=NOW)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().strip() == b"ready"
+    smtp.call_on_message(30, lambda: os.kill(proc.pid, signal.SIGKILL))
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert len(smtp.messages) == 30  # the sink has message 30; its sender never heard "250"
+    statuses = [r["status"] for r in outbox_rows(conn)]
+    assert statuses.count("sent") == 29
+
+    later = NOW + delivery.lease_for(settings) + dt.timedelta(seconds=1)
+    assert delivery.deliver(database, settings.replace(delivery_batch=100), now=later).sent == 31
+    received = [m.rcpt_tos[0] for m in smtp.messages]
+    assert len(received) == 61 and len(set(received)) == 60
+    assert [a for a in received if received.count(a) > 1] == [received[29]] * 2
+    assert {r["status"] for r in outbox_rows(conn)} == {"sent"}
