@@ -83,16 +83,10 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
     config = smtp.resolve(settings, system)
     if not config.host:
         return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
-    session = smtp.Session(config)
     try:
-        conn = session._open()  # EHLO, STARTTLS/TLS and AUTH exactly as delivery does
+        features = smtp.Session(config).probe()
     except smtp.SessionError as exc:
         return Row("smtp", FAIL, db.scrub(str(exc)))
-    try:
-        features = sorted(conn.esmtp_features)
-    finally:
-        session._smtp = conn
-        session.close()
     auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
     return Row("smtp", OK, f"{config.where}: EHLO ok, {auth}; "
                f"server offers {', '.join(features) or 'no extensions'}")
@@ -128,7 +122,9 @@ def check_templates(cur: db.Cursor, settings: Settings, now: dt.datetime) -> lis
 
     config = render.MailConfig.load(cur, settings)
     rows = []
-    problems = {p.template: p for p in config.problems()}
+    problems: dict[str, list[render.TemplateProblem]] = {}
+    for found in config.problems():  # one per column: subject and content may both have some
+        problems.setdefault(found.template, []).append(found)
     for template, kind in render.TEMPLATE_KINDS.items():
         context = {tag: _sample_value(tag, now) for tag in render.KNOWN_TAGS.get(kind, ())}
         notice = Notice(kind=kind, dedupe_key=f"check:{template}", template=template,
@@ -145,17 +141,19 @@ def check_templates(cur: db.Cursor, settings: Settings, now: dt.datetime) -> lis
         finally:
             logger.removeHandler(collect)
         name = f"template {template}"
-        problem = problems.get(template)
+        found = problems.get(template, [])
+        compile_errors = "; ".join(f"{p.column}: {p.error}" for p in found if p.error)
+        unknown = "; ".join(f"{p.column}: " + ", ".join("{" + t + "}" for t in p.unknown_tags)
+                            for p in found if p.unknown_tags)
         failures = [m for m in collect.messages if "unknown tags" not in m]
-        if error or failures or (problem and problem.error) or rendered is None \
+        if error or failures or compile_errors or rendered is None \
                 or not rendered.subject.strip() or not rendered.text.strip():
-            detail = error or "; ".join(failures) or (problem.error if problem else "") \
+            detail = error or "; ".join(failures) or compile_errors \
                 or "renders an empty subject or text"
             rows.append(Row(name, FAIL, f"{kind}: {detail}"))
-        elif problem and problem.unknown_tags:
-            rows.append(Row(name, WARN, f"{kind}: unknown tags in {problem.column}: "
-                            + ", ".join("{" + t + "}" for t in problem.unknown_tags)
-                            + " (they reach the client as written)"))
+        elif unknown:
+            rows.append(Row(name, WARN, f"{kind}: unknown tags in {unknown}"
+                            " (they reach the client as written)"))
         else:
             rows.append(Row(name, OK, f"{kind}: renders ({rendered.source} template): "
                             f"{rendered.subject[:60]}"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 
 @dataclass
@@ -37,6 +38,7 @@ class _Rules:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     drop_on_message: set[int] = field(default_factory=set)
     on_message: dict[int, Callable[[], None]] = field(default_factory=dict)
+    data_command_reply: str = ""
 
 
 class RecordingHandler:
@@ -78,6 +80,22 @@ class RecordingHandler:
         return "250 Message accepted"
 
 
+class _SinkSMTP(SMTP):
+    """aiosmtpd's server, able to refuse the DATA command itself (no 354) on demand."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        reply = self.event_handler.rules.data_command_reply
+        if reply and self.envelope.rcpt_tos:
+            await self.push(reply)
+            return
+        await super().smtp_DATA(arg)
+
+
+class _SinkController(Controller):
+    def factory(self) -> SMTP:
+        return _SinkSMTP(self.handler, **self.SMTP_kwargs)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,7 +113,8 @@ class SmtpSink:
         self.handler = RecordingHandler(eml_dir)
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname=self.host, port=self.port, **kwargs)
+        self.controller = _SinkController(self.handler, hostname=self.host, port=self.port,
+                                          **kwargs)
 
     def start(self) -> SmtpSink:
         self.controller.start()
@@ -129,6 +148,10 @@ class SmtpSink:
     def drop_on_message(self, n: int) -> None:
         """Close the connection, unanswered, when the n-th DATA (counted from start) arrives."""
         self.handler.rules.drop_on_message.add(n)
+
+    def refuse_data_command(self, reply: str) -> None:
+        """Answer the DATA command with `reply` (for example '554 5.7.1 no') instead of 354."""
+        self.handler.rules.data_command_reply = reply
 
     def call_on_message(self, n: int, hook: Callable[[], None]) -> None:
         """Run `hook` when the n-th DATA arrives, before the message is accepted (tests use

@@ -74,3 +74,14 @@ def test_check_lists_unknown_tags_and_survives_no_database(settings, conn, smtp,
     code, out = _run(capsys, down)
     assert code == 1 and " FAIL " in _line(out, "database") and "topsecret1" not in out
     assert " SKIP " in _line(out, "smtp")
+
+
+def test_check_lists_unknown_tags_of_subject_and_content_together(settings, conn, smtp,
+                                                                  tmp_path, capsys) -> None:
+    f.system(conn)
+    f.update(conn, "mail_tmplate", {"id": 1}, zerobalance_subject="Zero {shoe_size}",
+             zerobalance_content="<p>{balance} {hat_size}</p>")
+    code, out = _run(capsys, write_ini(tmp_path / "dnl_ad.ini", settings))
+    line = _line(out, "template zerobalance")
+    assert code == 0 and " WARN " in line
+    assert "zerobalance_subject: {shoe_size}" in line and "zerobalance_content: {hat_size}" in line

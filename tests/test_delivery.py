@@ -148,3 +148,15 @@ def test_should_stop_finishes_the_message_in_hand_and_releases_the_rest(
     rest = [r for r in outbox_rows(conn) if r["status"] == "pending"]
     assert len(rest) == 4 and all(r["lease_until"] is None and r["attempts"] == 0 for r in rest)
     assert delivery.deliver(database, settings, now=NOW).sent == 4
+
+
+def test_5xx_to_data_itself_fails_without_retry(database, settings, conn, smtp) -> None:
+    """A server that refuses DATA outright (554, no 354) has refused the message for good."""
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="a@x.example")])
+
+    smtp.refuse_data_command("554 5.7.1 message content rejected")
+    result = delivery.deliver(database, settings, now=NOW)
+    assert (result.sent, result.retry, result.failed) == (0, 0, 1)
+    [log] = email_log(conn)
+    assert log["status"] == 1 and "554" in log["error"]

@@ -140,6 +140,16 @@ class Session:
         log.debug("SMTP connected to %s (connection %d)", c.where, self.connections)
         return smtp
 
+    def probe(self) -> list[str]:
+        """Connect, EHLO, TLS and AUTH exactly as delivery does, then hang up; returns the
+        extensions the server offers (`dnl-ad check`). Raises SessionError."""
+        smtp = self._open()
+        try:
+            return sorted(smtp.esmtp_features)
+        finally:
+            self._smtp = smtp
+            self.close()
+
     def send(self, from_addr: str, recipients: Sequence[str], raw: bytes) -> SendResult:
         """Send one message; raises SessionError only when no connection can be made."""
         if self._smtp is None:
@@ -166,7 +176,12 @@ class Session:
             if not accepted:
                 smtp.rset()
                 return SendResult(replies)
-            code, msg = smtp.data(raw)
+            try:
+                code, msg = smtp.data(raw)
+            except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
+                if not 500 <= exc.smtp_code < 600:
+                    raise
+                code, msg = exc.smtp_code, exc.smtp_error
             reply = (code, _reply_text(code, msg))
             if code != 250:
                 smtp.rset()
