@@ -25,6 +25,7 @@ from psycopg2 import sql
 from .. import clock, db
 from ..cdr_api import Link, LinkMaker
 from ..config import Settings
+from ..mail.message import split_addresses
 from ..notice import Notice
 from ..pipeline import Pipeline
 from . import SweepResult, daily_common
@@ -88,11 +89,7 @@ def context(due: Due, row: Mapping[str, Any], links: list[tuple[Link, str, int]]
         Markup('<li><a href="{}">{}</a></li>').format(link.url, alias or f"trunk {link.trunk_id}")
         for link, alias, _ in links)
     return {
-        "client_name": row.get("name") or "",
-        "company_name": row.get("company") or row.get("name") or "",
-        "begin_time": due.begin_text,
-        "end_time": due.end_text,
-        "customer_gmt": due.customer_gmt,
+        **daily_common.identity_context(due, row),
         "cdr_count": sum(calls for _, _, calls in links),
         "download_link": Markup("<ul>") + items + Markup("</ul>"),
         "file_name": ", ".join(file_name(a, lk.trunk_id, due.report_day) for lk, a, _ in links),
@@ -146,7 +143,7 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
 
     with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
         pipeline = Pipeline.open(cur, settings)
-        finance = daily_common.split_addresses(pipeline.system.get("finance_email"))
+        finance = tuple(split_addresses(pipeline.system.get("finance_email")))
 
         def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
             found = links.get(d.key) or []

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from psycopg2 import sql
 
 from .. import clock, db, outbox
 from ..config import Settings
+from ..mail.message import split_addresses
 from ..notice import Notice
 from ..pipeline import Pipeline
 from . import SweepResult
@@ -181,7 +181,8 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     mem = memory_for(database)
     window = grace(settings)
     mem.prune(clock.local_date(now - window, clock.UTC) - dt.timedelta(days=3))
-    cur.execute(_CLIENTS.format(flag=sql.Identifier(spec.flag)))
+    query = _CLIENTS.format(flag=sql.Identifier(spec.flag))  # the flag column, never data
+    cur.execute(query)
     candidates: list[Due] = []
     stale: list[Due] = []
     # Most clients share a few (zone, hour) pairs: their instants are computed once.
@@ -315,6 +316,17 @@ def money(value: Any) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value or 0))
 
 
+def identity_context(due: Due, row: Mapping[str, Any]) -> dict[str, Any]:
+    """Tags naming the client and the report window, common to all three daily reports."""
+    return {
+        "client_name": row.get("name") or "",
+        "company_name": row.get("company") or row.get("name") or "",
+        "begin_time": due.begin_text,
+        "end_time": due.end_text,
+        "customer_gmt": due.customer_gmt,
+    }
+
+
 def client_context(due: Due, row: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """Tags every daily report carries: names, window, zone, credit and balance."""
     limit = -money(row.get("allowed_credit"))
@@ -324,22 +336,13 @@ def client_context(due: Due, row: Mapping[str, Any], kind: str) -> dict[str, Any
                     " balance and remaining credit show %r", kind, due.client_id, UNKNOWN)
     remaining: Any = UNKNOWN if balance is None else money(balance) + limit
     return {
-        "client_name": row.get("name") or "",
-        "company_name": row.get("company") or row.get("name") or "",
-        "begin_time": due.begin_text,
-        "end_time": due.end_text,
-        "customer_gmt": due.customer_gmt,
+        **identity_context(due, row),
         "credit_limit": limit,
         "allowed_credit": limit,
         "balance": UNKNOWN if balance is None else money(balance),
         "remaining_credit": remaining,
         "switch_alias": row.get("switch_alias") or "",
     }
-
-
-def split_addresses(text: str | None) -> tuple[str, ...]:
-    """'a@x; b@y, c@z' -> ('a@x', 'b@y', 'c@z') (validation is the mail layer's job)."""
-    return tuple(a.strip() for a in re.split(r"[;,]", text or "") if a.strip())
 
 
 def notice(spec: DailySpec, due: Due, row: Mapping[str, Any], context: Mapping[str, Any],
