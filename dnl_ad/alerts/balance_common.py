@@ -27,28 +27,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from email.utils import parseaddr
 from typing import Any
 
 from psycopg2 import sql
 
 from .. import clock, db, migrations, pipeline
 from ..config import Settings
+from ..mail.message import split_addresses, valid_address
 from ..notice import Notice
 from . import SweepResult
 
 log = logging.getLogger(__name__)
 
 EPISODE_TABLE = "balance_episode"
-# local@domain.tld, no spaces or specials in the local part: enough to refuse the typos
-# billing_email really holds ("none", "a@b", "x@@y.com") before a mail is built.
-_ADDRESS = re.compile(
-    r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.[A-Za-z]{2,}$")
 
 
 @dataclass(frozen=True)
@@ -105,15 +100,15 @@ COMPLAINTS = Complaints()
 
 
 def split_recipients(text: str | None) -> tuple[list[str], list[str]]:
-    """(valid, invalid) addresses of a billing_email value (`;` or `,` separated)."""
+    """(valid, invalid) addresses of a billing_email value, by the mail layer's rules."""
     valid: list[str] = []
     invalid: list[str] = []
-    for part in re.split(r"[;,]", text or ""):
-        part = part.strip()
-        if not part:
-            continue
-        _, addr = parseaddr(part)
-        (valid if addr and _ADDRESS.match(addr) else invalid).append(addr or part)
+    for part in split_addresses(text):
+        addr = valid_address(part)
+        if addr:
+            valid.append(addr)
+        else:
+            invalid.append(part)
     return valid, invalid
 
 
