@@ -13,7 +13,7 @@ What a client gets is a pure function of its number, so a bench or a test can sa
     i % 31 == 0   no client_low_balance_config row
     i % 20 == 0   trunk whose rate deck is due in 20 h  (pending-suspension notice)
     i % 20 == 1   trunk whose rate deck deadline passed (suspension)
-    i % 20 == 2   rate deck due in 40 h (48-hour stage only)
+    i % 20 == 2   rate deck due in 40 h (the 48-hour warning, whose template is filled in)
     i % 20 == 3   rate deck downloaded (nothing)
     i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
     i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
@@ -176,6 +176,12 @@ def _mail_template() -> dict[str, Any]:
             "Credit limit {credit_limit}.</p>"
         ),
         "zerobalance_cc": "noc@carrier.example",
+        "hour_subject_48": "Two days left: download the new rates for {trunk_name}",
+        "hour_content_48": (
+            "<p>Dear {client_name},</p><p>The rate deck {rate_update_file_name} for trunk "
+            "{trunk_name} must be downloaded by {rate_download_deadline}: "
+            "<a href=\"{rate_download_link}\">{rate_download_link}</a></p>"
+        ),
         "no_download_rate_subject": "Trunk {trunk_name} suspended",
         "no_download_rate_content": (
             "<p>Trunk <b>{trunk_name}</b> of {company_name} was suspended: the rate deck "

@@ -58,6 +58,7 @@ def test_generator_variety(conn) -> None:
     template = rows(conn, "SELECT * FROM mail_tmplate")
     assert len(template) == 1 and "{company_name}" in template[0]["lowbalance_subject"]
     assert template[0]["auto_summary_content"] is None  # left empty: default template
+    assert "{trunk_name}" in template[0]["hour_subject_48"]  # the staged 48-hour warning
     assert rows(conn, "SELECT count(*) AS n FROM balance_history_actual")[0]["n"] > 0
     # Serial sequences continue after the generated ids.
     assert rows(conn, "SELECT nextval('client_client_id_seq') AS n")[0]["n"] == 401
