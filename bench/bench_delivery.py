@@ -15,14 +15,12 @@ import datetime as dt
 import logging
 import smtplib
 import sys
-import tempfile
-import time
 from decimal import Decimal
-from pathlib import Path
+
+from _support import bench_settings, populate, provider_database, stopwatch
 
 from dnl_ad import db, delivery
-from dnl_ad.config import REPO_ROOT, Settings
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database
+from dnl_ad.config import Settings
 from dnl_ad.notice import Notice
 from dnl_ad.pipeline import Pipeline
 from dnl_ad.smtp_sink import SmtpSink
@@ -38,52 +36,51 @@ def _notices(n: int) -> list[Notice]:
                    NOW, alert_rule="bench") for i in range(n)]
 
 
+def _provider_rows(cur: db.Cursor) -> None:
+    """The sender address and the (default) templates delivery reads."""
+    cur.execute("INSERT INTO system_parameter (fromemail, sys_timezone) "
+                "VALUES ('billing@carrier.example', '+00:00')")
+    cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
+
+
+def _queue(database: db.Database, settings: Settings, notices: list[Notice]) -> None:
+    """Render, build and enqueue every notice in one transaction, as a sweep does."""
+    with database.transaction() as cur:
+        pipeline = Pipeline.open(cur, settings)
+        for notice in notices:
+            pipeline.queue(cur, notice)
+
+
+def _outbox(database: db.Database) -> list[tuple[str, list[str], bytes]]:
+    """Every queued message as (from, to, raw bytes), for the bare smtplib loop."""
+    with database.transaction() as cur:
+        cur.execute("SELECT from_addr, to_addrs, message FROM dnl_ad.outbox ORDER BY id")
+        return [(r["from_addr"], list(r["to_addrs"]), bytes(r["message"]))
+                for r in cur.fetchall()]
+
+
+def _bare_send(host: str, port: int, messages: list[tuple[str, list[str], bytes]]) -> None:
+    with smtplib.SMTP(host, port, local_hostname="bench") as smtp:
+        for from_addr, to, raw in messages:
+            smtp.sendmail(from_addr, to, raw)
+
+
 def main(n: int) -> None:
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg")
-        try:
-            dsn = build_provider_database(server.admin_dsn, "bench_delivery")
-            conn = db.connect(dsn, autocommit=True)
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO system_parameter (fromemail, sys_timezone) "
-                            "VALUES ('billing@carrier.example', '+00:00')")
-                cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
-            database = db.Database(dsn)
-            with SmtpSink() as sink:
-                settings = Settings(connection_string=dsn, smtp_host=sink.host,
-                                    smtp_port=sink.port, smtp_security="none",
-                                    template_dir=str(REPO_ROOT / "templates"),
-                                    delivery_batch=n)
-                notices = _notices(n)
-                started = time.perf_counter()
-                with database.transaction() as cur:
-                    pipeline = Pipeline.open(cur, settings)
-                    for notice in notices:
-                        pipeline.queue(cur, notice)
-                queue_s = time.perf_counter() - started
-                with database.transaction() as cur:
-                    cur.execute("SELECT from_addr, to_addrs, message FROM dnl_ad.outbox "
-                                "ORDER BY id")
-                    messages = [(r["from_addr"], list(r["to_addrs"]), bytes(r["message"]))
-                                for r in cur.fetchall()]
-
-                started = time.perf_counter()
-                result = delivery.deliver(database, settings, now=NOW)
-                deliver_s = time.perf_counter() - started
-                assert result.sent == n and result.connections == 1, result
-
-                sink.reset()
-                started = time.perf_counter()
-                with smtplib.SMTP(sink.host, sink.port, local_hostname="bench") as smtp:
-                    for from_addr, to, raw in messages:
-                        smtp.sendmail(from_addr, to, raw)
-                bare_s = time.perf_counter() - started
-                assert len(sink.messages) == n
-            database.close()
-            conn.close()
-        finally:
-            server.cleanup()
+    with provider_database("bench_delivery") as (dsn, tmp):
+        populate(dsn, _provider_rows)
+        database = db.Database(dsn)
+        with SmtpSink() as sink:
+            settings = bench_settings(dsn, tmp, sink, delivery_batch=n)
+            notices = _notices(n)
+            _, queue_s = stopwatch(lambda: _queue(database, settings, notices))
+            messages = _outbox(database)
+            result, deliver_s = stopwatch(lambda: delivery.deliver(database, settings, now=NOW))
+            assert result.sent == n and result.connections == 1, result
+            sink.reset()
+            _, bare_s = stopwatch(lambda: _bare_send(sink.host, sink.port, messages))
+            assert len(sink.messages) == n
+        database.close()
 
     print(f"notices: {n}, one SMTP connection each way, loopback aiosmtpd sink")
     print(f"  queue (render + MIME + enqueue, one transaction): {n / queue_s:9.0f} notices/s")

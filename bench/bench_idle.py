@@ -22,17 +22,15 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _support import populate, provider_database
 
-from dnl_ad import db, demo_data  # noqa: E402
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database  # noqa: E402
-from dnl_ad.smtp_sink import SmtpSink  # noqa: E402
+from dnl_ad import db, demo_data
+from dnl_ad.config import REPO_ROOT
+from dnl_ad.smtp_sink import SmtpSink
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
@@ -50,15 +48,12 @@ def status_kb(pid: int, key: str) -> int:
     return 0
 
 
-def settle(dsn: str) -> None:
+def settle(cur: db.Cursor) -> None:
     """Nothing due, everything enabled (set-based statements, bound values only)."""
-    conn = db.connect(dsn)
-    with conn, conn.cursor() as cur:
-        cur.execute("UPDATE c4_client_balance SET balance = %s", (1_000_000,))
-        cur.execute("UPDATE rate_send_log_detail SET download_date = %s",
-                    (dt.datetime.now(dt.timezone.utc),))
-        cur.execute("ANALYZE")
-    conn.close()
+    cur.execute("UPDATE c4_client_balance SET balance = %s", (1_000_000,))
+    cur.execute("UPDATE rate_send_log_detail SET download_date = %s",
+                (dt.datetime.now(dt.timezone.utc),))
+    cur.execute("ANALYZE")
 
 
 def main() -> int:
@@ -67,50 +62,42 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_idle_") as tmp:
-        work = Path(tmp)
-        server = EmbeddedPostgres(work / "pg")
-        try:
-            dsn = build_provider_database(server.admin_dsn, "bench_idle")
-            started = time.monotonic()
-            conn = db.connect(dsn)
-            with conn, conn.cursor() as cur:
-                made = demo_data.generate(cur, args.clients, dt.datetime.now(dt.timezone.utc))
-            conn.close()
-            settle(dsn)
-            print(f"data: {made.clients} clients, {made.trunks} trunks, "
-                  f"{made.traffic_rows} traffic rows in {time.monotonic() - started:.1f} s")
-            with SmtpSink() as sink:
-                env = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
-                env.update({
-                    "DNL_AD_CONFIG": str(work / "none.ini"),
-                    "DNL_AD_CONNECTION_STRING": dsn,
-                    "DNL_AD_SMTP_HOST": sink.host, "DNL_AD_SMTP_PORT": str(sink.port),
-                    "DNL_AD_SMTP_SECURITY": "none",
-                    "DNL_AD_PIDFILE": str(work / "dnl_ad.pid"),
-                    "DNL_AD_LOGFILE": str(work / "dnl_ad.log"),
-                    "DNL_AD_CATCHUP_HOURS": "0",
-                    "DNL_AD_CDR_DOWNLOAD_URL": "https://portal.carrier.example/cdr",
-                })
-                (work / "none.ini").write_text("[dnl_ad]\n", encoding="utf-8")
-                proc = subprocess.Popen([sys.executable, "-m", "dnl_ad", "run"], cwd=REPO,
-                                        env=env)
-                log = work / "dnl_ad.log"
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and (
-                        not log.exists() or "started: pid" not in log.read_text()):
-                    time.sleep(0.1)
-                cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
-                time.sleep(args.seconds)
-                cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-                peak_kb = status_kb(proc.pid, "VmHWM")
-                rss_kb = status_kb(proc.pid, "VmRSS")
-                proc.send_signal(signal.SIGTERM)
-                code = proc.wait(timeout=30)
-                mails = len(sink.messages)
-            text = log.read_text()
-        finally:
-            server.cleanup()
+    with provider_database("bench_idle") as (dsn, work):
+        started = time.monotonic()
+        made = populate(dsn, lambda cur: demo_data.generate(cur, args.clients,
+                                                            dt.datetime.now(dt.timezone.utc)))
+        populate(dsn, settle)
+        print(f"data: {made.clients} clients, {made.trunks} trunks, "
+              f"{made.traffic_rows} traffic rows in {time.monotonic() - started:.1f} s")
+        with SmtpSink() as sink:
+            env = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
+            env.update({
+                "DNL_AD_CONFIG": str(work / "none.ini"),
+                "DNL_AD_CONNECTION_STRING": dsn,
+                "DNL_AD_SMTP_HOST": sink.host, "DNL_AD_SMTP_PORT": str(sink.port),
+                "DNL_AD_SMTP_SECURITY": "none",
+                "DNL_AD_PIDFILE": str(work / "dnl_ad.pid"),
+                "DNL_AD_LOGFILE": str(work / "dnl_ad.log"),
+                "DNL_AD_CATCHUP_HOURS": "0",
+                "DNL_AD_CDR_DOWNLOAD_URL": "https://portal.carrier.example/cdr",
+            })
+            (work / "none.ini").write_text("[dnl_ad]\n", encoding="utf-8")
+            proc = subprocess.Popen([sys.executable, "-m", "dnl_ad", "run"], cwd=REPO_ROOT,
+                                    env=env)
+            log = work / "dnl_ad.log"
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                    not log.exists() or "started: pid" not in log.read_text()):
+                time.sleep(0.1)
+            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            time.sleep(args.seconds)
+            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
+            peak_kb = status_kb(proc.pid, "VmHWM")
+            rss_kb = status_kb(proc.pid, "VmRSS")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+            mails = len(sink.messages)
+        text = log.read_text()
     print(f"window: {t1 - t0:.1f} s idle with {args.clients} clients "
           f"(sweeps every 60 s, delivery every 5 s)")
     print(f"daemon CPU: {cpu1 - cpu0:.2f} s ({100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core)")

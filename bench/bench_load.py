@@ -9,30 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from dnl_ad import db, demo_data
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database
+from _support import populate, provider_database, stopwatch
+
+from dnl_ad import demo_data
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     now = dt.datetime.now(dt.timezone.utc)
-    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg")
-        try:
-            dsn = build_provider_database(server.admin_dsn, "bench_load")
-            conn = db.connect(dsn)
-            started = time.perf_counter()
-            with conn.cursor() as cur:
-                result = demo_data.generate(cur, n, now)
-            conn.commit()
-            seconds = time.perf_counter() - started
-            conn.close()
-        finally:
-            server.cleanup()
+    with provider_database("bench_load") as (dsn, _):
+        result, seconds = stopwatch(
+            lambda: populate(dsn, lambda cur: demo_data.generate(cur, n, now)))
     print(f"clients {result.clients:,}  trunks {result.trunks:,}  "
           f"rate details {result.rate_details:,}  traffic rows {result.traffic_rows:,}")
     print(f"load time {seconds:.1f} s  ({result.clients / seconds:,.0f} clients/s)")

@@ -19,31 +19,18 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from dnl_ad import db, delivery
+from _support import bench_settings, drain, populate, provider_database, psql_seconds, show, timed
+
+from dnl_ad import db
 from dnl_ad.alerts import SweepResult, daily_common, usage_summary
-from dnl_ad.config import REPO_ROOT, Settings
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database
 from dnl_ad.smtp_sink import SmtpSink
 
 REPORT_DAY = dt.date(2026, 11, 20)
 NOW = dt.datetime(2026, 11, 21, 6, tzinfo=dt.UTC)  # every zone's 00:00 send hour has passed
 ZONES = ["+08:00", "-05:00", "+05:45", "+00:00", "+03:00", None]  # None: sys_timezone UTC
 OFFSET_MINUTES = [480, -300, 345, 0, 180, 0]
-
-
-def _timed(label: str, work):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    out = work()
-    elapsed = time.perf_counter() - started
-    print(f"{label:<52} {elapsed:8.2f} s")
-    return out, elapsed
 
 
 def generate(cur: db.Cursor, n: int) -> int:
@@ -92,84 +79,48 @@ def generate(cur: db.Cursor, n: int) -> int:
     return rows
 
 
-def psql_timing(dsn: str, query_file: Path) -> list[float]:
-    """Run the file with psql's \\timing; the server-round-trip times it prints, in s."""
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    out = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "psql"), dsn, "-X", "-q",
-                          "-v", "ON_ERROR_STOP=1", "-f", str(query_file)],
-                         check=True, capture_output=True, text=True).stdout
-    return [float(ms) / 1000 for ms in re.findall(r"Time: ([\d.]+) ms", out)]
-
-
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
-    with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:
-        server = EmbeddedPostgres(Path(tmp) / "pg")
-        try:
-            dsn = build_provider_database(server.admin_dsn, "bench_usage")
-            conn = db.connect(dsn)
-            with conn.cursor() as cur:
-                rows, _ = _timed(f"generate {n:,} clients and traffic (set-based SQL)",
-                                 lambda: generate(cur, n))
-            conn.commit()
-            conn.close()
-            print(f"  cdr_report_detail rows: {rows:,}")
+    with provider_database("bench_usage") as (dsn, tmp):
+        rows, _ = timed(f"generate {n:,} clients and traffic (set-based SQL)",
+                        lambda: populate(dsn, lambda cur: generate(cur, n)))
+        print(f"  cdr_report_detail rows: {rows:,}")
 
-            with SmtpSink() as sink:
-                settings = Settings(connection_string=dsn, smtp_host=sink.host,
-                                    smtp_port=sink.port, smtp_security="none",
-                                    smtp_from="alerts@carrier.example",
-                                    template_dir=str(REPO_ROOT / "templates"),
-                                    delivery_batch=2000)
-                database = db.Database(dsn)
+        with SmtpSink() as sink:
+            settings = bench_settings(dsn, tmp, sink, smtp_from="alerts@carrier.example",
+                                      delivery_batch=2000)
+            database = db.Database(dsn)
 
-                # The bare aggregation query, exactly as the sweep sends it, through psql.
-                with database.transaction() as cur:
-                    due = daily_common.plan(cur, usage_summary.SPEC, NOW, settings, database,
-                                            SweepResult("usage_summary"))
-                    text = cur.mogrify(usage_summary.QUERY,
-                                       daily_common.windows_params(due)).decode()
-                print(f"  due windows: {len(due):,}")
-                qfile = Path(tmp) / "aggregate.sql"
-                qfile.write_text("\\timing on\n\\o /dev/null\n" + text + ";\n" + text + ";\n")
-                times = psql_timing(dsn, qfile)
-                print(f"{'bare aggregation query in psql (cold, warm)':<52} "
-                      + ", ".join(f"{t:.2f} s" for t in times))
-                # A normal sweep sees only the clients whose send instant just passed: one
-                # zone's clients here (a sixth).
-                one_zone = [d for d in due if d.zone == due[0].zone]
-                with database.transaction() as cur:
-                    text = cur.mogrify(usage_summary.QUERY,
-                                       daily_common.windows_params(one_zone)).decode()
-                qfile.write_text("\\timing on\n\\o /dev/null\n" + text + ";\n" + text + ";\n")
-                times = psql_timing(dsn, qfile)
-                print(f"{f'same, one send instant ({len(one_zone):,} windows)':<52} "
-                      + ", ".join(f"{t:.2f} s" for t in times))
+            # The bare aggregation query, exactly as the sweep sends it, through psql.
+            with database.transaction() as cur:
+                due = daily_common.plan(cur, usage_summary.SPEC, NOW, settings, database,
+                                        SweepResult("usage_summary"))
+                text = cur.mogrify(usage_summary.QUERY,
+                                   daily_common.windows_params(due)).decode()
+            print(f"  due windows: {len(due):,}")
+            show("bare aggregation query in psql (cold, warm)", *psql_seconds(dsn, [text] * 2))
+            # A normal sweep sees only the clients whose send instant just passed: one
+            # zone's clients here (a sixth).
+            one_zone = [d for d in due if d.zone == due[0].zone]
+            with database.transaction() as cur:
+                text = cur.mogrify(usage_summary.QUERY,
+                                   daily_common.windows_params(one_zone)).decode()
+            show(f"same, one send instant ({len(one_zone):,} windows)",
+                 *psql_seconds(dsn, [text] * 2))
 
-                res, t_queue = _timed("usage-summary sweep: queue all",
-                                      lambda: usage_summary.sweep(database, NOW, settings))
-                print(f"  queued {res.queued:,}, skipped {res.skipped:,}")
-                res2, _ = _timed("usage-summary sweep again (all queued)",
+            res, t_queue = timed("usage-summary sweep: queue all",
                                  lambda: usage_summary.sweep(database, NOW, settings))
-                print(f"  queued {res2.queued:,}, duplicates {res2.duplicates:,}")
-
-                def drain() -> int:
-                    sent = 0
-                    while True:
-                        r = delivery.deliver(database, settings, now=NOW)
-                        if r.total == 0:
-                            return sent
-                        sent += r.sent
-
-                sent, t_deliver = _timed("deliver all to the SMTP sink", drain)
-                print(f"  sent {sent:,} ({sent / t_deliver:,.0f} summaries/s delivery; "
-                      f"{sent / (t_queue + t_deliver):,.0f} summaries/s queue + deliver); "
-                      f"sink received {len(sink.messages):,}")
-                database.close()
-        finally:
-            server.cleanup()
+            print(f"  queued {res.queued:,}, skipped {res.skipped:,}")
+            res2, _ = timed("usage-summary sweep again (all queued)",
+                            lambda: usage_summary.sweep(database, NOW, settings))
+            print(f"  queued {res2.queued:,}, duplicates {res2.duplicates:,}")
+            sent, t_deliver = timed("deliver all to the SMTP sink",
+                                    lambda: drain(database, settings, NOW))
+            print(f"  sent {sent:,} ({sent / t_deliver:,.0f} summaries/s delivery; "
+                  f"{sent / (t_queue + t_deliver):,.0f} summaries/s queue + deliver); "
+                  f"sink received {len(sink.messages):,}")
+            database.close()
     print(f"clients {n:,}")
 
 
