@@ -126,7 +126,9 @@ class _Job(schedule.Job):
 
     def backoff(self, outage: bool) -> float:
         cap = OUTAGE_BACKOFF_CAP_SECONDS if outage else BACKOFF_CAP_SECONDS
-        return min(self.period * 2 ** self.failures, max(self.period, cap))
+        # the exponent is bounded: 2^1024 no longer converts to float (OverflowError),
+        # which a long outage (1,000+ failures in a row) would otherwise reach
+        return min(self.period * 2 ** min(self.failures, 32), max(self.period, cap))
 
     def run(self) -> Any:
         now = self.scheduler.clock()

@@ -209,3 +209,33 @@ def test_postgres_restart_logs_one_outage_and_work_resumes(own_server, settings,
     assert len(smtp.messages) == before + 1  # and nothing went out twice
     database.close()
     drop_database(own_server.admin_dsn, "loop_restart")
+
+
+def test_a_job_failing_for_days_keeps_backing_off_and_the_loop_lives(settings, database,
+                                                                      caplog) -> None:
+    """period x 2^failures must not overflow: after ~1,000 failures in a row (a
+    PostgreSQL outage of some hours at the 30 s cap) the loop still ticks."""
+    clock = FakeClock(T0)
+    runs: list[dt.datetime] = []
+
+    def down(now: dt.datetime) -> None:
+        runs.append(now)
+        raise db.CONNECTION_ERRORS[0]("server closed the connection unexpectedly")
+
+    def broken(now: dt.datetime) -> None:
+        raise RuntimeError("column does not exist")
+
+    loop = _loop(settings, database, clock, [JobDef("down", 5, down),
+                                             JobDef("broken", 5, broken)])
+    loop.registry.job("down").failures = 1100
+    loop.registry.job("broken").failures = 1100
+    caplog.set_level(logging.ERROR)
+    assert sorted(loop.tick()) == ["broken", "down"]  # neither raises out of the loop
+    down_job, broken_job = loop.registry.job("down"), loop.registry.job("broken")
+    assert down_job.failures == broken_job.failures == 1101
+    assert down_job.next_run == T0 + dt.timedelta(seconds=30)     # outage cap
+    assert broken_job.next_run == T0 + dt.timedelta(seconds=BACKOFF_CAP_SECONDS)
+    clock.advance(30)
+    assert loop.tick() == ["down"]
+    assert len(runs) == 2
+
