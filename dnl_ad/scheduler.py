@@ -232,17 +232,24 @@ class Loop:
         self.wakeup.reload_requested = False
         if self._reload is None:
             return False
+        # Any failure (a bad value, an ini that is not UTF-8, a LOGFILE that cannot be
+        # opened) keeps the running configuration: a SIGHUP must never end the daemon.
+        # The new settings take effect only once on_reload (logging) has accepted them.
         try:
             new = self._reload()
+            if self._on_reload is not None:
+                self._on_reload(new)
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
+            return False
+        except Exception as exc:
+            log.error("reload refused, the running configuration stays: %s: %s",
+                      type(exc).__name__, db.scrub(str(exc)))
             return False
         if new.connection_string != self.settings.connection_string:
             self.database.close()
             self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep)
         self.settings = new
-        if self._on_reload is not None:
-            self._on_reload(new)
         self._build()
         log.info("configuration reloaded from %s; templates are read afresh; all jobs run now",
                  new.config_path or "defaults and DNL_AD_* environment")

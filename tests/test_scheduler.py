@@ -239,3 +239,43 @@ def test_a_job_failing_for_days_keeps_backing_off_and_the_loop_lives(settings, d
     assert loop.tick() == ["down"]
     assert len(runs) == 2
 
+
+def test_reload_failing_in_any_way_keeps_the_loop_and_the_running_configuration(
+        settings, database, caplog) -> None:
+    """SIGHUP after a bad edit (an ini that is not UTF-8, a LOGFILE that cannot be
+    opened) must not end the daemon: the running configuration stays in force."""
+    new = settings.replace(delivery_seconds=42)
+
+    def unreadable() -> object:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    def cannot_log(applied) -> None:
+        raise PermissionError(13, "Permission denied", "/var/log/dnl_ad/dnl_ad.log")
+
+    caplog.set_level(logging.ERROR)
+    loop = Loop(settings, database, clock=lambda: T0, reload=unreadable)
+    assert loop.reload() is False
+    assert loop.settings is settings and "reload refused" in caplog.text
+
+    caplog.clear()
+    loop = Loop(settings, database, clock=lambda: T0, reload=lambda: new,
+                on_reload=cannot_log)
+    assert loop.reload() is False
+    assert loop.settings is settings and loop.database is database
+    assert loop.registry.job("delivery").period == settings.delivery_seconds
+    assert "reload refused" in caplog.text and "Permission denied" in caplog.text
+
+    # and through the real loop: a reload request that fails, then a stop
+    ran: list[str] = []
+
+    def job(now: dt.datetime) -> None:
+        ran.append("job")
+        if len(ran) == 1:
+            loop.wakeup.request_reload()
+        else:
+            loop.wakeup.request_stop("test")
+
+    loop = Loop(settings, database, clock=lambda: T0, reload=unreadable,
+                jobs=lambda lp: [JobDef("job", 0, job)])
+    loop.run_forever()
+    assert ran == ["job", "job"]
