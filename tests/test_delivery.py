@@ -3,11 +3,14 @@ drops, backoff, shutdown, email_log."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections import Counter
 
+from aiosmtpd.controller import Controller
+
 from dnl_ad import delivery
-from dnl_ad.smtp_sink import free_port
+from dnl_ad.smtp_sink import RecordingHandler, SmtpSink, _SinkSMTP, free_port
 from tests import factories
 from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
 
@@ -160,3 +163,88 @@ def test_5xx_to_data_itself_fails_without_retry(database, settings, conn, smtp) 
     assert (result.sent, result.retry, result.failed) == (0, 0, 1)
     [log] = email_log(conn)
     assert log["status"] == 1 and "554" in log["error"]
+
+
+class _HangUpHandler(RecordingHandler):
+    """Answers chosen replies, then (like many real MTAs after a hard refusal) hangs up."""
+
+    def __init__(self, mail_reply: str = "", data_reply: str = "") -> None:
+        super().__init__()
+        self.mail_reply, self.data_reply = mail_reply, data_reply
+        self.hang_up_after = tuple(r[:3] for r in (mail_reply, data_reply) if r)
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.data_reply:
+            with self.lock:
+                self.data_count += 1
+            return self.data_reply
+        return await super().handle_DATA(server, session, envelope)
+
+
+class _HangUpSMTP(_SinkSMTP):
+    async def push(self, status: str) -> None:
+        await super().push(status)
+        if status.startswith(self.event_handler.hang_up_after):
+            self.transport.close()
+
+
+class _HangUpController(Controller):
+    def factory(self):
+        return _HangUpSMTP(self.handler, **self.SMTP_kwargs)
+
+
+@contextlib.contextmanager
+def _hanging_up_sink(**replies: str):
+    sink = SmtpSink()
+    sink.handler = _HangUpHandler(**replies)
+    sink.controller = _HangUpController(sink.handler, hostname=sink.host, port=sink.port)
+    with sink:
+        yield sink
+
+
+def test_5xx_to_the_message_then_a_hang_up_is_a_refusal_not_a_lost_connection(
+        database, settings, conn) -> None:
+    """554 after the data, then the server closes: the server refused the message for
+    good. It must be failed with the server's reply, not retried as a lost connection."""
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="a@x.example")])
+    with _hanging_up_sink(data_reply="554 5.7.1 message looks like spam") as sink:
+        result = delivery.deliver(database, settings.replace(smtp_port=sink.port), now=NOW)
+        assert sink.handler.data_count == 1
+    assert (result.sent, result.retry, result.failed) == (0, 0, 1)
+    [row] = outbox_rows(conn)
+    assert row["status"] == "failed" and row["failed_addrs"] == ["a@x.example"]
+    [log] = email_log(conn)
+    assert log["status"] == 1 and "554 5.7.1 message looks like spam" in log["error"]
+
+
+def test_5xx_to_mail_from_then_a_hang_up_fails_with_the_reply(database, settings,
+                                                              conn) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="a@x.example")])
+    with _hanging_up_sink(mail_reply="550 5.7.1 sender not allowed") as sink:
+        result = delivery.deliver(database, settings.replace(smtp_port=sink.port), now=NOW)
+    assert (result.sent, result.retry, result.failed) == (0, 0, 1)
+    [log] = email_log(conn)
+    assert log["status"] == 1 and "550 5.7.1 sender not allowed" in log["error"]
+
+
+def test_421_then_a_hang_up_retries_with_the_reply_and_the_next_message_reconnects(
+        database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"h:{i}", recipients=f"r{i}@x.example")
+                               for i in range(2)])
+    with _hanging_up_sink(mail_reply="421 4.3.2 shutting down") as sink:
+        result = delivery.deliver(database, settings.replace(smtp_port=sink.port), now=NOW)
+        assert result.connections == 2  # the second message did not reuse a dead session
+    assert (result.sent, result.retry, result.failed) == (0, 2, 0)
+    assert all("421 4.3.2 shutting down" in r["last_error"] for r in outbox_rows(conn))
+    assert email_log(conn) == []
+    assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 2
+    assert len(smtp.messages) == 2

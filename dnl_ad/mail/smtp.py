@@ -164,8 +164,9 @@ class Session:
                                    f"{'STARTTLS or ' if self.config.security != 'starttls' else ''}"
                                    f"AUTH first: {_reply_text(code, msg)}")
             if code != 250:
-                smtp.rset()
-                return SendResult({r: (code, _reply_text(code, msg)) for r in recipients})
+                replies = {r: (code, _reply_text(code, msg)) for r in recipients}
+                self._reset(code)
+                return SendResult(replies)
             accepted = []
             for rcpt in recipients:
                 code, msg = smtp.rcpt(rcpt)
@@ -174,7 +175,7 @@ class Session:
                 else:
                     replies[rcpt] = (code, _reply_text(code, msg))
             if not accepted:
-                smtp.rset()
+                self._reset(421 if any(c == 421 for c, _ in replies.values()) else 0)
                 return SendResult(replies)
             try:
                 code, msg = smtp.data(raw)
@@ -183,10 +184,10 @@ class Session:
                     raise
                 code, msg = exc.smtp_code, exc.smtp_error
             reply = (code, _reply_text(code, msg))
-            if code != 250:
-                smtp.rset()
             for rcpt in accepted:
                 replies[rcpt] = reply
+            if code != 250:
+                self._reset(code)
             return SendResult(replies)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.close()
@@ -197,6 +198,18 @@ class Session:
             self.close()
             return SendResult(replies, connection_lost=_reply_text(exc.smtp_code,
                                                                    exc.smtp_error))
+
+    def _reset(self, code: int) -> None:
+        """After a refusal: RSET for the next message, or hang up when the server is
+        closing (421) or already gone. The refusal itself stands either way: a server
+        that answers 5xx and then disconnects has still refused the message for good."""
+        if code == 421 or self._smtp is None:
+            self.close()
+            return
+        try:
+            self._smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self.close()
 
     def close(self) -> None:
         if self._smtp is not None:
