@@ -218,3 +218,18 @@ def test_dry_run_writes_nothing(conn, database, settings, caplog, tmp_path) -> N
     assert "dry run" in caplog.text and "acme-main" in caplog.text
     # The real run afterwards still queues it (the dry run left no trace).
     assert trunk_pending.sweep(database, NOW, settings).queued == 1
+
+
+def test_malformed_rate_link_does_not_stop_other_trunks(conn, database, settings) -> None:
+    # urlparse raises ValueError on "http://[..." (a broken IPv6 host); one such rate send
+    # must not stop the sweep: both trunks are warned, the bad link shown as written.
+    c, t = _client_trunk(conn)
+    t2 = f.trunk(conn, c["client_id"], alias="acme-backup")
+    _set_templates(conn, download_rate_notice_subject="Rates {rate_update_file_name}",
+                   download_rate_notice_content="{rate_download_link}")
+    bad = "http://[portal.example/rates/deck.csv"
+    f.rate_send(conn, t["resource_id"], NOW + 20 * H, file=bad)
+    f.rate_send(conn, t2["resource_id"], NOW + 21 * H, file="deck2.csv")
+    result = trunk_pending.sweep(database, NOW, settings)
+    assert result.queued == 2
+    assert [r["subject"] for r in _outbox(conn)] == [f"Rates {bad}", "Rates deck2.csv"]

@@ -257,3 +257,13 @@ def test_client_without_address_is_blocked_and_failure_recorded(conn, database, 
     assert [o["status"] for o in _outbox(conn)] == ["failed"]
     assert [(r["type"], r["status"]) for r in f.rows(conn, "SELECT * FROM email_log")] == \
         [(35, 1)]
+
+
+def test_malformed_rate_link_still_blocks(conn, database, settings) -> None:
+    # A rate deck link urlparse rejects ("http://[...") must not keep the trunk unblocked.
+    _, t = _client_trunk(conn)
+    _, det = f.rate_send(conn, t["resource_id"], NOW - H, file="http://[portal/deck.csv")
+    result = trunk_suspended.sweep(database, NOW, settings)
+    assert (result.state_changes, result.queued, result.skipped) == (1, 1, 0)
+    assert _resource(conn, t["resource_id"])["active"] is False
+    assert _detail(conn, det["id"])["status"] is False

@@ -123,7 +123,10 @@ def candidates(cur: Cursor, after: dt.datetime, until: dt.datetime) -> list[Cand
 def file_name(file: str) -> str:
     """The rate deck's file name: the last path segment when `file` is a link."""
     text = file.strip()
-    parsed = urlparse(text)
+    try:
+        parsed = urlparse(text)
+    except ValueError:  # e.g. "http://[host/..." (broken IPv6 literal): show it as written
+        return text
     if parsed.scheme and parsed.netloc:
         last = unquote(parsed.path.rstrip("/").rsplit("/", 1)[-1])
         return last or text

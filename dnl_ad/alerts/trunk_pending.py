@@ -100,15 +100,16 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                 result.duplicates += 1
                 continue
             template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
-            notice = Notice(
-                kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
-                recipients=cand.billing_email,
-                context=trunk_common.context(cand, pipeline.system), decided_at=now,
-                alert_rule=f"rate deck not downloaded; {stage} h warning",
-                resource_id=cand.resource_id,
-                meta={"rate_send_id": cand.rate_send_id, "stage": stage},
-            )
             try:
+                # the context is built here too: a bad row must skip only itself
+                notice = Notice(
+                    kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
+                    recipients=cand.billing_email,
+                    context=trunk_common.context(cand, pipeline.system), decided_at=now,
+                    alert_rule=f"rate deck not downloaded; {stage} h warning",
+                    resource_id=cand.resource_id,
+                    meta={"rate_send_id": cand.rate_send_id, "stage": stage},
+                )
                 with db.savepoint(cur, "trunk_pending_item"):
                     pipeline.queue(cur, notice)
             except db.CONNECTION_ERRORS:
