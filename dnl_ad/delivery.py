@@ -12,7 +12,10 @@ One run (the daemon calls it every DELIVERY_SECONDS):
 3. record each outcome as soon as the server has answered (outbox row + email_log row for
    final outcomes), so a crash after a send re-sends at most the message in hand;
 4. between messages, `should_stop()` (SIGTERM): finish the message in hand, release
-   the rest untouched.
+   the rest untouched;
+5. never start a message once the claim's lease is about to run out (a slow relay): by
+   then another deliverer may claim the same rows, so the rest is released (only rows
+   still under this claim's lease) for the next claim.
 
 Dry run does nothing here: nothing was queued.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,6 +64,12 @@ def lease_for(settings: Settings) -> dt.timedelta:
     """How long a claim holds its rows: enough for a slow batch, short enough that a
     crashed run's rows go out again soon."""
     return dt.timedelta(seconds=max(300, 4 * settings.smtp_timeout_seconds))
+
+
+def sending_window(settings: Settings) -> float:
+    """Seconds after the claim in which a message may still be started: the lease less
+    the time one slow message may take, so it is done before anyone else may claim it."""
+    return lease_for(settings).total_seconds() - 2 * settings.smtp_timeout_seconds
 
 
 class _Recorder:
@@ -137,17 +147,24 @@ def _load_system(cur: db.Cursor) -> dict:
 
 
 def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
-            should_stop: Callable[[], bool] = lambda: False) -> DeliveryResult:
-    """Send what is due at `now` over one SMTP session; see the module docstring."""
+            should_stop: Callable[[], bool] = lambda: False,
+            monotonic: Callable[[], float] = time.monotonic) -> DeliveryResult:
+    """Send what is due at `now` over one SMTP session; see the module docstring.
+
+    `monotonic` measures how long the batch has run against its lease (tests pass their
+    own).
+    """
     result = DeliveryResult()
     if settings.dry_run:
         log.debug("dry run: delivery skipped")
         return result
     schema = settings.own_schema
+    lease = lease_for(settings)
     with database.transaction() as cur:
         system = _load_system(cur)
         rows = outbox.claim(cur, schema, now=now, limit=settings.delivery_batch,
-                            lease=lease_for(settings))
+                            lease=lease)
+    claimed_at = monotonic()
     if not rows:
         return result
     config = smtp.resolve(settings, system)
@@ -161,6 +178,13 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
                     released = [r.id for r in rows[index:]]
                     log.info("delivery: stopping; %d claimed notices released for the next "
                              "run", len(released))
+                    break
+                if monotonic() - claimed_at > sending_window(settings):
+                    released = [r.id for r in rows[index:]]
+                    log.warning("delivery: this batch has run %.0f s, close to its %.0f s "
+                                "lease; %d notices are released for the next run",
+                                monotonic() - claimed_at, lease.total_seconds(),
+                                len(released))
                     break
                 send_result = None
                 if not session_error and row.todo:
@@ -180,7 +204,7 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
         recorder.flush()
         if released:
             with database.transaction() as cur:
-                outbox.release(cur, schema, released)
+                outbox.release(cur, schema, released, now + lease)
             result.released = len(released)
     if result.total or result.released:
         log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "

@@ -185,11 +185,22 @@ def mark(cur: Cursor, schema: str, marks: Iterable[Mark]) -> None:
     )
 
 
-def release(cur: Cursor, schema: str, ids: Sequence[int]) -> None:
-    """Give claimed rows back untouched (shutdown): the next run takes them at once."""
-    if ids:
+def release(cur: Cursor, schema: str, ids: Sequence[int],
+            lease_until: dt.datetime | None = None) -> None:
+    """Give claimed rows back untouched (shutdown): the next run takes them at once.
+
+    With `lease_until` (the claim's lease), only rows still under that very lease are
+    freed: a row another deliverer has claimed since keeps its new lease.
+    """
+    if not ids:
+        return
+    if lease_until is None:
         cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)").format(
             _table(schema)), (list(ids),))
+    else:
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)"
+                            " AND lease_until = %s").format(_table(schema)),
+                    (list(ids), lease_until))
 
 
 def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:

@@ -248,3 +248,58 @@ def test_421_then_a_hang_up_retries_with_the_reply_and_the_next_message_reconnec
     assert email_log(conn) == []
     assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 2
     assert len(smtp.messages) == 2
+
+
+def test_a_batch_outliving_its_lease_stops_before_another_deliverer_can_take_its_rows(
+        database, settings, conn, smtp) -> None:
+    """A slow relay can make one batch last longer than the claim's lease. From then on
+    a second deliverer (a second daemon, `harness --send`) may claim the same rows, so
+    the first must not start a message once its lease is about to run out: it leaves the
+    rest to the next claim, and every notice still goes out exactly once."""
+    factories.system(conn)
+    queue(database, settings, [notice(f"l:{i}", recipients=f"r{i}@x.example")
+                               for i in range(10)])
+    lease = delivery.lease_for(settings)
+    clock = {"t": 1000.0}
+    # message 4 is slow: when it is done, the lease has less left than one message may take
+    smtp.call_on_message(4, lambda: clock.__setitem__(
+        "t", clock["t"] + lease.total_seconds() - settings.smtp_timeout_seconds))
+    first = delivery.deliver(database, settings, now=NOW, monotonic=lambda: clock["t"])
+    assert (first.sent, first.retry, first.failed, first.released) == (4, 0, 0, 6)
+    assert len(smtp.messages) == 4
+    rest = [r for r in outbox_rows(conn) if r["status"] == "pending"]
+    assert len(rest) == 6 and all(r["attempts"] == 0 for r in rest)
+
+    # the other deliverer, once the first one's lease has expired, sends the rest once
+    second = delivery.deliver(database, settings, now=NOW + lease + S)
+    assert second.sent == 6
+    ids = [m.message["Message-ID"] for m in smtp.messages]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert len(email_log(conn)) == 10
+
+
+def test_a_late_release_does_not_free_rows_another_deliverer_has_claimed(
+        database, settings, conn, smtp) -> None:
+    """SIGTERM after the lease expired and another deliverer claimed the rows: the
+    stopping run must not clear that deliverer's lease (a third could then take them)."""
+    from dnl_ad import outbox
+
+    factories.system(conn)
+    queue(database, settings, [notice(f"r:{i}", recipients=f"r{i}@x.example")
+                               for i in range(4)])
+    lease = delivery.lease_for(settings)
+    taken: list[int] = []
+
+    def other_deliverer_claims() -> None:
+        with database.transaction() as cur:
+            taken.extend(r.id for r in outbox.claim(cur, "dnl_ad", now=NOW + lease + S,
+                                                    limit=10, lease=lease))
+
+    smtp.call_on_message(1, other_deliverer_claims)
+    calls = iter(range(100))
+    result = delivery.deliver(database, settings, now=NOW,
+                              should_stop=lambda: next(calls) >= 1)
+    assert result.sent == 1 and len(taken) == 4  # it claimed while message 1 was in hand
+    pending = [r for r in outbox_rows(conn) if r["status"] == "pending"]
+    assert len(pending) == 3
+    assert all(r["lease_until"] == NOW + 2 * lease + S for r in pending)
