@@ -21,6 +21,7 @@ trunk. The token and password never reach a log.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import json
 import logging
 import time
@@ -140,6 +141,9 @@ class CdrApi:
                 raise CdrApiError(f"{method} {path} timed out (CDR_API_TIMEOUT_SECONDS="
                                   f"{self.timeout:g})", outage=True) from None
             raise CdrApiError(f"{method} {path} failed: {reason}", outage=True) from None
+        except http.client.HTTPException as exc:  # not HTTP at all, or cut short (not OSError)
+            raise CdrApiError(f"{method} {path}: broken HTTP answer "
+                              f"({type(exc).__name__}: {str(exc)[:60]!r})", outage=True) from None
         try:
             answer = json.loads(raw)
         except ValueError:

@@ -140,3 +140,52 @@ def test_link_maker_without_any_url_gives_none(caplog) -> None:
     maker = cdr_api.LinkMaker(Settings())
     assert maker.link(3, 9, "t9", START, END) is None
     assert "CDR_DOWNLOAD_URL is empty" in caplog.text and "client 3 trunk 9" in caplog.text
+
+
+class _RawServer:
+    """A loopback TCP server that answers every connection with fixed bytes, then closes:
+    for answers that are not well-formed HTTP (a broken proxy, a truncated body)."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+        import threading
+
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/api"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.mark.parametrize(("answer", "why"), [
+    (b"HELLO FROM A PROXY\r\n\r\n", "not HTTP"),
+    (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+     b'{"token": "abc', "truncated"),
+])
+def test_broken_http_answer_falls_back_to_static_link(answer: bytes, why: str, caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    server = _RawServer(answer)
+    try:
+        settings = Settings(cdr_api_url=server.url, cdr_api_user="ops",
+                            cdr_api_password="pa55word",
+                            cdr_download_url="https://portal.example/cdr")
+        maker = cdr_api.LinkMaker(settings, sleep=lambda s: None)
+        link = maker.link(1, 7, "t7", START, END)
+    finally:
+        server.close()
+    assert link is not None, why
+    assert link.source == "static"
+    assert "trunk 7" in caplog.text and "static" in caplog.text
