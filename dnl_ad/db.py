@@ -26,8 +26,25 @@ log = logging.getLogger(__name__)
 
 APPLICATION_NAME = "dnl_ad"
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-# Errors that mean "the server or the network went away", as opposed to a bad query.
+# Errors that may mean "the server or the network went away". OperationalError also
+# covers a cancelled statement or a deadlock on a healthy connection: is_connection_error
+# tells the two apart.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# SQLSTATEs of a server that is going away: admin shutdown, crash shutdown, cannot connect.
+_SHUTDOWN_STATES = {"57P01", "57P02", "57P03"}
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when `exc` means the connection is lost (reconnect), False for an error the
+    server reported on a live connection (statement timeout, deadlock, ...)."""
+    if isinstance(exc, psycopg2.InterfaceError):
+        return True
+    if not isinstance(exc, psycopg2.OperationalError):
+        return False
+    code = getattr(exc, "pgcode", None)
+    if code is None:  # raised by libpq itself: no answer from a server
+        return True
+    return code.startswith("08") or code in _SHUTDOWN_STATES
 
 Cursor = psycopg2.extras.RealDictCursor
 Connection = psycopg2.extensions.connection
@@ -138,15 +155,15 @@ class Database:
             with conn.cursor() as cur:
                 yield cur
             conn.commit()
-        except CONNECTION_ERRORS as exc:
-            self._mark_down(exc)
-            self.drop()
-            raise
-        except BaseException:
+        except BaseException as exc:
+            if is_connection_error(exc) or conn.closed:
+                self._mark_down(exc)
+                self.drop()
+                raise
             try:
                 conn.rollback()
-            except CONNECTION_ERRORS as exc:
-                self._mark_down(exc)
+            except CONNECTION_ERRORS as lost:
+                self._mark_down(lost)
                 self.drop()
             raise
 
@@ -161,8 +178,8 @@ class Database:
             try:
                 with self.transaction() as cur:
                     return work(cur)
-            except CONNECTION_ERRORS:
-                if attempt == retries:
+            except CONNECTION_ERRORS as exc:
+                if attempt == retries or not is_connection_error(exc):
                     raise
                 self._sleep(delay)
                 delay = min(delay * 2, self._max_backoff)

@@ -137,18 +137,18 @@ class _Job(schedule.Job):
         result = None
         try:
             result = self.job_func(now)
-        except db.CONNECTION_ERRORS as exc:
+        except Exception as exc:
             self.failures += 1
-            delay = self.backoff(outage=True)
-            # Database logged the outage itself (once); one line per job would be noise.
-            log.debug("job %s: database unavailable (%s); next try in %.0f s", self.name,
-                      db.scrub(str(exc)).strip().splitlines()[0] if str(exc).strip() else exc,
-                      delay)
-        except Exception:
-            self.failures += 1
-            delay = self.backoff(outage=False)
-            log.exception("job %s failed (%d in a row); next try in %.0f s", self.name,
-                          self.failures, delay)
+            if db.is_connection_error(exc):
+                delay = self.backoff(outage=True)
+                # Database logged the outage itself (once); one line per job would be noise.
+                log.debug("job %s: database unavailable (%s); next try in %.0f s", self.name,
+                          db.scrub(str(exc)).strip().splitlines()[0] if str(exc).strip()
+                          else exc, delay)
+            else:  # a bug, bad data, or an error on a live connection (statement timeout)
+                delay = self.backoff(outage=False)
+                log.exception("job %s failed (%d in a row); next try in %.0f s", self.name,
+                              self.failures, delay)
         else:
             if self.failures:
                 log.warning("job %s works again after %d failed runs", self.name, self.failures)

@@ -159,3 +159,24 @@ def test_smtp_sink_drops_connection_on_demand(smtp: SmtpSink) -> None:
         with pytest.raises(smtplib.SMTPServerDisconnected):
             client.send_message(_message("two@y.example"))
     assert [m.rcpt_tos for m in smtp.messages] == [["one@y.example"]]
+
+
+def test_connection_errors_are_told_from_errors_on_a_live_connection(database, conn) -> None:
+    with pytest.raises(psycopg2.OperationalError) as info:
+        with database.transaction() as cur:
+            cur.execute("SET LOCAL statement_timeout = '20ms'")
+            cur.execute("SELECT pg_sleep(1)")
+    assert not db.is_connection_error(info.value)
+    with database.transaction() as cur:  # the same connection still serves
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        pid = cur.fetchone()["pid"]
+    with conn.cursor() as other:  # now the server drops it
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg2.OperationalError) as info:
+        with database.transaction() as cur:
+            cur.execute("SELECT 1")
+    assert db.is_connection_error(info.value)
+    assert database.down_since is not None
+    row = database.run(lambda cur: (cur.execute("SELECT 1 AS one"), cur.fetchone())[1])
+    assert row["one"] == 1
+    assert database.down_since is None

@@ -279,3 +279,27 @@ def test_reload_failing_in_any_way_keeps_the_loop_and_the_running_configuration(
                 jobs=lambda lp: [JobDef("job", 0, job)])
     loop.run_forever()
     assert ran == ["job", "job"]
+
+
+def test_a_statement_timeout_is_a_job_failure_not_an_outage(settings, database, caplog) -> None:
+    """A query cancelled on a live connection is reported with its traceback; it is not a
+    database outage ("unreachable"/"back"), and the connection is kept."""
+    clock = FakeClock(T0)
+
+    def slow(now: dt.datetime) -> None:
+        with database.transaction() as cur:
+            cur.execute("SET LOCAL statement_timeout = '50ms'")
+            cur.execute("SELECT pg_sleep(2)")
+
+    loop = _loop(settings, database, clock, [JobDef("slow", 10, slow)])
+    caplog.set_level(logging.DEBUG)
+    with database.transaction() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        pid = cur.fetchone()["pid"]
+    loop.tick()
+    failures = [r for r in caplog.records if "job slow failed" in r.getMessage()]
+    assert len(failures) == 1 and "statement timeout" in str(failures[0].exc_info[1])
+    assert "unreachable" not in caplog.text and database.down_since is None
+    with database.transaction() as cur:
+        cur.execute("SELECT pg_backend_pid() AS pid")
+        assert cur.fetchone()["pid"] == pid
