@@ -138,3 +138,25 @@ def test_dry_run_starts_no_export_and_writes_nothing(conn, database, settings) -
     (mail,) = result.mails
     assert mail.to == ["noc@acme.example", "finance@carrier.example", "audit@carrier.example"]
     assert f"i={t1['resource_id']}" in mail.html and "portal.carrier.example/cdr" in mail.html
+
+
+def test_api_down_without_static_url_retries_next_sweep(conn, database, settings,
+                                                        caplog) -> None:
+    # No CDR_DOWNLOAD_URL: a transient API outage gives no link. The day's CDRs must not be
+    # given up for good: a later sweep (the API back) sends the mail, once.
+    c, t1, t2 = _setup(conn)
+    caplog.set_level(logging.WARNING)
+    down = settings.replace(cdr_download_url="",
+                            cdr_api_url=f"http://127.0.0.1:{free_port()}/api")
+    first = cdr_delivery.sweep(database, NOW, down, sleep=lambda _: None)
+    assert first.queued == 0 and keys(conn) == set()
+    assert "CDR_DOWNLOAD_URL is empty" in caplog.text
+    with FakeCdrApi("ok", pending_polls=0) as api:
+        up = settings.replace(cdr_download_url="", cdr_api_url=api.url)
+        later = NOW + dt.timedelta(minutes=5)
+        assert cdr_delivery.sweep(database, later, up, sleep=lambda _: None).queued == 1
+        assert cdr_delivery.sweep(database, later, up, sleep=lambda _: None).queued == 0
+    assert keys(conn) == {_key(c)}
+    assert _hrefs(tags_of(conn, _key(c))) == [
+        f"https://cdr.carrier.example/files/req-{t1['resource_id']}.csv",
+        f"https://cdr.carrier.example/files/req-{t2['resource_id']}.csv"]

@@ -108,7 +108,8 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
     2. Links, outside any transaction (the API may take minutes; `sleep` is injectable).
        A dry run uses the static links only: it starts no export on the provider's API.
     3. Queue: each client's notice in its own savepoint; a client without traffic is
-       remembered as settled and not looked at again for that day.
+       remembered as settled and not looked at again for that day; one whose every link
+       failed is not (a later sweep within the catch-up window tries again).
     """
     now = clock.require_aware(now)
     result = SweepResult(KIND)
@@ -140,18 +141,22 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
             if link is not None:
                 found.append((link, alias, calls))
         links[d.key] = found
+        if not found:
+            # every link failed (logged by the LinkMaker): not settled, so a later sweep
+            # within CATCHUP_HOURS tries again; an API outage must not lose the day
+            result.skipped += 1
+            log.warning("%s: client %s: no download link for %s; no mail now, retried next "
+                        "sweep", KIND, d.client_id, d.report_day)
 
     with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
         pipeline = Pipeline.open(cur, settings)
         finance = tuple(split_addresses(pipeline.system.get("finance_email")))
 
         def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
-            found = links.get(d.key) or []
-            if not found:
-                return None  # every link failed and was logged: no link, no mail
-            return daily_common.notice(SPEC, d, row, context(d, row, found), now, finance)
+            return daily_common.notice(SPEC, d, row, context(d, row, links[d.key]), now,
+                                       finance)
 
-        daily_common.queue_all(cur, pipeline, SPEC, [d for d in due if d.key in rows], rows,
-                               build, database, result)
+        daily_common.queue_all(cur, pipeline, SPEC, [d for d in due if links.get(d.key)],
+                               rows, build, database, result)
         daily_common.finish(result, pipeline)
     return result
