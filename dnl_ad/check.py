@@ -80,7 +80,10 @@ def check_schema(cur: db.Cursor, settings: Settings) -> Row:
 def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
     from .mail import smtp
 
-    config = smtp.resolve(settings, system)
+    try:
+        config = smtp.resolve(settings, system)
+    except smtp.SessionError as exc:
+        return Row("smtp", FAIL, str(exc))
     if not config.host:
         return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
     try:

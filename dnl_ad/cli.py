@@ -92,6 +92,12 @@ def _debug(settings: Settings, args: argparse.Namespace) -> int:
 def _harness(settings: Settings, args: argparse.Namespace) -> int:
     from . import harness
 
+    if args.send and args.at is not None:
+        # Queued notices carry the pretended instant (leases, retries, provider state):
+        # mixing it with the running daemon's real clock could send a notice twice.
+        print("harness: --send cannot be combined with --at; use --at for dry runs only",
+              file=sys.stderr)
+        return EXIT_CONFIG
     _quiet_console(settings)
     return harness.main(settings, send=args.send, at=args.at)
 

@@ -161,13 +161,16 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     schema = settings.own_schema
     lease = lease_for(settings)
     with database.transaction() as cur:
-        system = _load_system(cur)
+        try:
+            config = smtp.resolve(settings, _load_system(cur))
+        except smtp.SessionError as exc:  # unusable settings: claim nothing, say why
+            log.error("delivery: %s; nothing sent", exc)
+            return result
         rows = outbox.claim(cur, schema, now=now, limit=settings.delivery_batch,
                             lease=lease)
     claimed_at = monotonic()
     if not rows:
         return result
-    config = smtp.resolve(settings, system)
     recorder = _Recorder(database, settings)
     session_error = ""
     released: list[int] = []

@@ -54,6 +54,8 @@ class RecordingHandler:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.rules.rcpt_replies.get(address.lower())
         if reply:
+            if reply.startswith("2"):  # an unusual acceptance such as 252: still a recipient
+                envelope.rcpt_tos.append(address)
             return reply
         envelope.rcpt_tos.append(address)
         return "250 OK"

@@ -303,3 +303,28 @@ def test_a_late_release_does_not_free_rows_another_deliverer_has_claimed(
     pending = [r for r in outbox_rows(conn) if r["status"] == "pending"]
     assert len(pending) == 3
     assert all(r["lease_until"] == NOW + 2 * lease + S for r in pending)
+
+
+def test_rcpt_accepted_with_an_unusual_2xx_gets_the_message(database, settings, conn,
+                                                            smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(recipients="a@x.example; odd@x.example")])
+    smtp.reply_for("odd@x.example", "252 2.1.5 cannot verify, will attempt delivery")
+    assert delivery.deliver(database, settings, now=NOW).sent == 1
+    assert smtp.messages[0].rcpt_tos == ["a@x.example", "odd@x.example"]
+
+
+def test_unusable_smtp_port_in_system_parameter_claims_nothing(database, settings, conn, smtp,
+                                                               caplog) -> None:
+    factories.system(conn, smtpport=None)
+    with conn.cursor() as cur:  # a live database may hold text here; ours holds an integer
+        cur.execute("ALTER TABLE system_parameter ALTER COLUMN smtpport TYPE varchar(20)")
+        cur.execute("UPDATE system_parameter SET smtpport = '25a'")
+    queue(database, settings, [notice()])
+    result = delivery.deliver(database, settings.replace(smtp_port=0), now=NOW)
+    assert result.total == 0 and smtp.messages == []
+    assert "system_parameter.smtpport='25a'" in caplog.text
+    [row] = outbox_rows(conn)
+    assert row["status"] == "pending" and row["lease_until"] is None and row["attempts"] == 0
+    # With SMTP_PORT set in the ini, the broken column no longer matters.
+    assert delivery.deliver(database, settings, now=NOW).sent == 1

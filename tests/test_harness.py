@@ -91,3 +91,12 @@ def test_harness_send_queues_and_delivers(conn, settings, smtp) -> None:
     assert f"delivered now: {len(queued)} sent" in text
     assert len(smtp.messages) == len(queued)
     assert {m.message["X-DNL-AD-Kind"] for m in smtp.messages} == {"trunk_pending"}
+
+
+def test_harness_refuses_send_with_a_pretended_instant(settings, tmp_path) -> None:
+    ini = write_ini(tmp_path / "dnl_ad.ini", settings)
+    proc = subprocess.run([sys.executable, "-m", "dnl_ad", "--config", str(ini), "harness",
+                           "--send", "--at", "2026-11-21T10:00:00"], input="q\n",
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 2
+    assert "--send cannot be combined with --at" in proc.stderr

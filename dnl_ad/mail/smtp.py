@@ -42,10 +42,22 @@ class SmtpConfig:
         return f"{self.host}:{self.port} ({self.security}{', auth' if self.user else ''})"
 
 
+def _system_port(raw: Any) -> int:
+    """system_parameter.smtpport as a port number (0: not set); SessionError when it is
+    something else, so delivery claims nothing and says why."""
+    text = "" if raw is None else str(raw).strip()
+    if not text:
+        return 0
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise SessionError(f"system_parameter.smtpport={raw!r} is not a port number; "
+                           "fix it or set SMTP_PORT")
+    return int(text)
+
+
 def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
     """The effective SMTP settings: ini fields override system_parameter fields."""
     host = settings.smtp_host or str(system.get("smtphost") or "").strip() or "localhost"
-    port = settings.smtp_port or int(system.get("smtpport") or 0)
+    port = settings.smtp_port or _system_port(system.get("smtpport"))
     security = settings.smtp_security or _SECURE_ALIASES.get(
         str(system.get("smtp_secure") or "").strip().lower(), "")
     if not security:
@@ -170,7 +182,7 @@ class Session:
             accepted = []
             for rcpt in recipients:
                 code, msg = smtp.rcpt(rcpt)
-                if code in (250, 251):
+                if 200 <= code < 300:  # 250, 251, or a stray 2xx: accepted all the same
                     accepted.append(rcpt)
                 else:
                     replies[rcpt] = (code, _reply_text(code, msg))
