@@ -23,11 +23,19 @@ from . import db, migrations
 class EmbeddedPostgres:
     """One pgserver instance in a data directory of our choosing."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(self, pgdata: Path, *, attempts: int = 3) -> None:
         import pgserver
 
-        self.pgdata = Path(pgdata)
-        self.server: Any = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        # On a loaded machine initdb or the first start occasionally fails (seen as
+        # "initdb: failed to remove contents of data directory"); a fresh directory works.
+        for attempt in range(1, attempts + 1):
+            self.pgdata = Path(pgdata) if attempt == 1 else Path(f"{pgdata}-retry{attempt}")
+            try:
+                self.server: Any = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+                break
+            except (subprocess.SubprocessError, OSError, RuntimeError):
+                if attempt == attempts:
+                    raise
         self.admin_dsn: str = self.server.get_uri()
 
     def dsn(self, dbname: str) -> str:
