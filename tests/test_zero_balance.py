@@ -154,3 +154,18 @@ def test_episode_step_taken_by_another_daemon_is_not_repeated(conn, database, se
     finally:
         other.close()
     assert len(queued(conn, c["client_id"])) == 1
+
+
+def test_null_credit_limit_counts_as_no_credit(conn, database, settings, caplog) -> None:
+    """The contract's column is NOT NULL, but a live database may hold NULL: that client is
+    served as having no credit (zero at balance 0), not skipped with a traceback."""
+    f.system(conn)
+    with conn.cursor() as cur:
+        cur.execute("ALTER TABLE client ALTER COLUMN allowed_credit DROP NOT NULL")
+    owing = f.client(conn, balance=-1.0, **{**POSTPAY, "allowed_credit": None})
+    fine = f.client(conn, balance=3.0, **{**POSTPAY, "allowed_credit": None})
+    caplog.set_level(logging.WARNING)
+    result = sweep(database, settings)
+    assert result.queued == 1 and result.skipped == 0
+    assert len(queued(conn, owing["client_id"])) == 1 and queued(conn, fine["client_id"]) == []
+    assert "Traceback" not in caplog.text and "unknown client.mode" not in caplog.text

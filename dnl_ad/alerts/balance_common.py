@@ -117,7 +117,7 @@ def sweep_query(rule: BalanceRule, schema: str) -> sql.Composed:
     return sql.SQL("""
 WITH c AS (
     SELECT cl.client_id, cl.name, cl.company, cl.mode,
-           cl.allowed_credit::numeric AS allowed_credit, cl.billing_email,
+           coalesce(cl.allowed_credit, 0)::numeric AS allowed_credit, cl.billing_email,
            cl.auto_send_zone, cl.daily_balance_send_time_zone,
            pt.name AS payment_term,
            (cfg.client_id IS NOT NULL) AS has_config, cfg.value_type,

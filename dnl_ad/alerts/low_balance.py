@@ -26,7 +26,7 @@ KIND = "low_balance"
 
 THRESHOLD = sql.SQL("""CASE
     WHEN coalesce(cfg.value_type, 0) = 1
-        THEN cl.allowed_credit * (1 - cfg.percentage_notify_balance / 100)
+        THEN coalesce(cl.allowed_credit, 0) * (1 - cfg.percentage_notify_balance / 100)
     WHEN cl.mode = 1 THEN cfg.actual_notify_balance
     WHEN cl.mode = 2 THEN cl.notify_client_balance
 END""")

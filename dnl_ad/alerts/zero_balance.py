@@ -22,7 +22,7 @@ from .balance_common import sweep as _sweep
 
 KIND = "zero_balance"
 
-THRESHOLD = sql.SQL("CASE cl.mode WHEN 1 THEN 0 WHEN 2 THEN cl.allowed_credit END")
+THRESHOLD = sql.SQL("CASE cl.mode WHEN 1 THEN 0 WHEN 2 THEN coalesce(cl.allowed_credit, 0) END")
 
 
 def _threshold_problem(row: Mapping[str, Any]) -> str:
