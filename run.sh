@@ -13,7 +13,8 @@ ensure_venv() {
         python3 -m venv "$VENV"
     fi
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-        "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
+        # a newer pip is nice to have, not needed: never fail the install over it
+        "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
         if [ -n "$extras" ]; then
             "$PY" -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
         else
