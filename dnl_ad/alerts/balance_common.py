@@ -69,6 +69,12 @@ class BalanceRule:
     record: Callable[[db.Cursor, Mapping[str, Any], dt.datetime, int], None]
     reset: Callable[[db.Cursor, list[int]], int]
 
+    def sweep(self, database: db.Database, now: dt.datetime, settings: Settings, *,
+              resolver: clock.ZoneResolver | None = None,
+              complaints: Complaints | None = None) -> SweepResult:
+        """Queue every due notice of this alert and close every recovered episode."""
+        return sweep(self, database, now, settings, resolver=resolver, complaints=complaints)
+
 
 class Complaints:
     """Logs a bad-data warning once per (database, alert, client, problem).

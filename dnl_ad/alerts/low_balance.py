@@ -16,11 +16,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from .. import clock, db
-from ..config import Settings
-from . import SweepResult
-from .balance_common import BalanceRule, Complaints
-from .balance_common import sweep as _sweep
+from .. import db
+from .balance_common import BalanceRule
 
 KIND = "low_balance"
 
@@ -75,8 +72,5 @@ RULE = BalanceRule(
 )
 
 
-def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
-          resolver: clock.ZoneResolver | None = None,
-          complaints: Complaints | None = None) -> SweepResult:
-    """Queue every due low-balance notice and close every recovered episode."""
-    return _sweep(RULE, database, now, settings, resolver=resolver, complaints=complaints)
+# The registry calls `sweep(database, now, settings)`: the rule's own sweep.
+sweep = RULE.sweep
