@@ -161,6 +161,8 @@ class Settings:
     retry_max_seconds: int = 3600
     catchup_hours: int = 24
     suspend_grace_minutes: int = 0
+    suspend_max_overdue_days: int = 3
+    owner_billing_email: str = ""
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
     own_schema: str = "dnl_ad"
@@ -213,6 +215,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RETRY_MAX_SECONDS": ("retry_max_seconds", _int_range(1, 7 * 86400)),
     "CATCHUP_HOURS": ("catchup_hours", _int_range(0, 24 * 31)),
     "SUSPEND_GRACE_MINUTES": ("suspend_grace_minutes", _int_range(0, 7 * 24 * 60)),
+    "SUSPEND_MAX_OVERDUE_DAYS": ("suspend_max_overdue_days", _int_range(0, 3650)),
+    "OWNER_BILLING_EMAIL": ("owner_billing_email", _str),
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),
     "OWN_SCHEMA": ("own_schema", _schema_name),

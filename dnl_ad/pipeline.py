@@ -9,6 +9,7 @@ file instead and the caller's unit of work rolls back (db.unit_of_work).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +43,18 @@ class Pipeline:
         """The system_parameter row (sys_timezone, finance_email, fromemail, ...)."""
         return self.mail_config.system
 
+    def with_common_tags(self, notice: Notice) -> Notice:
+        """The notice with the tags every template may use, from system_parameter (the
+        switch's name and address, the operator's NOC), unless the alert set them."""
+        system = self.system
+        common = {
+            "switch_alias": str(system.get("switch_alias") or ""),
+            "switch_ip": str(system.get("switch_ip") or ""),
+            "noc_email": str(system.get("noc_email") or ""),
+            "currency": "",
+        }
+        return dataclasses.replace(notice, context={**common, **notice.context})
+
     def queue(self, cur: Cursor, notice: Notice) -> bool:
         """Render and enqueue one notice. True when newly queued (or dry-run written);
         False when its dedupe key was already in the outbox.
@@ -49,6 +62,7 @@ class Pipeline:
         A notice without a valid recipient (or sender) is still recorded, as failed with
         its email_log row, so the operator sees it; it counts in `failed`.
         """
+        notice = self.with_common_tags(notice)
         rendered = mail_render.render_notice(notice, self.mail_config)
         mail = mail_message.build(notice, rendered, self.mail_config)
         who = ", ".join(mail.recipients) or "(nobody)"

@@ -1,11 +1,13 @@
 """Alert 5: the daily CDR delivery, one mail with a download link per trunk that carried calls.
 
-For each due client (its previous local day), every active trunk with at least one
-non-zero call in the window gets a link: from the DNL CDR export API when CDR_API_URL is
-set and answers in time, else the static CDR_DOWNLOAD_URL link (dnl_ad.cdr_api). One
-mail lists them all, to billing_email plus system_parameter.finance_email. A client with
-no such trunk gets no mail. cdr_count is the number of calls (attempts) on the listed
-trunks in the window: the number of records the files hold.
+For each due client (the previous day in its daily_cdr_generation_zone, sent at its send
+hour), every active trunk of the direction daily_cdr_generation_type asks for (0 ingress,
+1 egress, 2 both) with at least one non-zero call in the window gets a link: from the
+DNL CDR export API when it is configured and answers in time, else the static
+CDR_DOWNLOAD_URL link (dnl_ad.cdr_api). One mail lists them all, to whom
+auto_daily_balance_recipient names. A client with no such trunk gets no mail. cdr_count
+is the number of calls (attempts) on the listed trunks
+in the window: the number of records the files hold.
 
 The API can take minutes, so the sweep runs in three steps and holds no transaction
 while it waits on HTTP: read (who is due, their trunks), links, then queue.
@@ -25,7 +27,6 @@ from psycopg2 import sql
 from .. import clock, db
 from ..cdr_api import Link, LinkMaker
 from ..config import Settings
-from ..mail.message import split_addresses
 from ..notice import Notice
 from ..pipeline import Pipeline
 from . import SweepResult, daily_common
@@ -35,45 +36,54 @@ log = logging.getLogger(__name__)
 
 KIND = "cdr_delivery"
 SPEC = daily_common.DailySpec(KIND, "daily_cdr_generation", "auto_cdr", "daily CDR delivery",
-                              needs_billing_email=False)
+                              taken_over="last_cdrdown_time",
+                              report_zone_column="daily_cdr_generation_zone")
 
 # Per due window: each active trunk of the client with non-zero calls in it, and its calls.
 # One index range scan per window and side on the (client, report_time) indexes, grouped
 # by trunk; only trunks that belong to the client and are active count.
-def _leg(side: str) -> sql.Composable:
+def _leg(side: str, types: tuple[int, ...]) -> sql.Composable:
+    """One direction's trunks, only when client.daily_cdr_generation_type (0 incoming =
+    ingress trunks, 1 outgoing = egress, 2 both; NULL = 0) asks for it."""
     return sql.SQL(
-        "SELECT d.{p}_id AS trunk, sum(d.{p}_total_calls) AS calls, "
+        "SELECT d.{p}_id AS trunk, {s} AS side, sum(d.{p}_total_calls) AS calls, "
         "sum(d.not_zero_calls) AS nz FROM cdr_report_detail d "
-        "WHERE d.{p}_client_id = w.client_id AND d.report_time >= w.t0 "
+        "WHERE coalesce(cc.daily_cdr_generation_type, 0) = ANY({t}) "
+        "AND d.{p}_client_id = w.client_id AND d.report_time >= w.t0 "
         "AND d.report_time < w.t1 AND d.report_time >= %(lo)s AND d.report_time < %(hi)s "
         "GROUP BY d.{p}_id"
-    ).format(p=sql.SQL(side))
+    ).format(p=sql.SQL(side), s=sql.Literal(side), t=sql.Literal(list(types)))
 
 
 QUERY = sql.SQL(
     "WITH {windows}, "
-    "legs AS (SELECT w.key, x.trunk, x.calls, x.nz FROM w "
+    "legs AS (SELECT w.key, x.trunk, x.side, x.calls, x.nz FROM w "
+    "JOIN client cc ON cc.client_id = w.client_id "
     "CROSS JOIN LATERAL ({ingress} UNION ALL {egress}) x), "
-    "per AS (SELECT key, trunk, sum(calls) AS calls FROM legs "
-    "GROUP BY key, trunk HAVING sum(nz) > 0) "
-    "SELECT w.key, c.name, c.company, c.billing_email, r.resource_id, r.alias, "
+    "per AS (SELECT key, trunk, side, sum(calls) AS calls FROM legs "
+    "GROUP BY key, trunk, side HAVING sum(nz) > 0) "
+    "SELECT w.key, {client}, r.resource_id, r.alias, per.side, "
     "per.calls::bigint AS calls "
-    "FROM per JOIN w ON w.key = per.key JOIN client c ON c.client_id = w.client_id "
+    "FROM per JOIN w ON w.key = per.key {join} "
     "JOIN resource r ON r.resource_id = per.trunk AND r.client_id = w.client_id AND r.active "
-    "ORDER BY w.key, r.resource_id"
-).format(windows=daily_common.WINDOWS, ingress=_leg("ingress"), egress=_leg("egress"))
+    "ORDER BY w.key, r.resource_id, per.side"
+).format(windows=daily_common.WINDOWS, ingress=_leg("ingress", (0, 2)),
+         egress=_leg("egress", (1, 2)), client=daily_common.CLIENT_COLUMNS,
+         join=daily_common.CLIENT_JOIN)
 
 
 def fetch(cur: db.Cursor, due: list[Due]) -> dict[str, dict[str, Any]]:
-    """key -> client columns plus `trunks`: [(resource_id, alias, calls)], only keys with
-    traffic."""
+    """key -> client columns plus `trunks`: [(resource_id, alias, calls)] and, in the same
+    order, `sides` ('ingress' / 'egress': the CDR export's ingress_id or egress_id); only
+    keys with traffic."""
     grouped: dict[str, dict[str, Any]] = {}
     if not due:
         return grouped
     cur.execute(QUERY, daily_common.windows_params(due))
     for row in cur.fetchall():
-        entry = grouped.setdefault(row["key"], {**dict(row), "trunks": []})
+        entry = grouped.setdefault(row["key"], {**dict(row), "trunks": [], "sides": []})
         entry["trunks"].append((row["resource_id"], row["alias"] or "", int(row["calls"])))
+        entry["sides"].append(row["side"])
     return grouped
 
 
@@ -96,6 +106,7 @@ def context(due: Due, row: Mapping[str, Any], links: list[tuple[Link, str, int]]
         "share_link": links[0][0].url,  # one URL (the first trunk's); download_link has all
         "trunk_name": ",".join(alias for _, alias, _ in links),
         "current_day": due.report_day.isoformat(),
+        "currency": row.get("currency") or "",
     }
 
 
@@ -150,11 +161,10 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
 
     with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
         pipeline = Pipeline.open(cur, settings)
-        finance = tuple(split_addresses(pipeline.system.get("finance_email")))
 
         def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
             return daily_common.notice(SPEC, d, row, context(d, row, links[d.key]), now,
-                                       finance)
+                                       pipeline.system, settings)
 
         daily_common.queue_all(cur, pipeline, SPEC, [d for d in due if links.get(d.key)],
                                rows, build, database, result)

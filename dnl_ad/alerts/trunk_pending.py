@@ -1,10 +1,15 @@
 """Alert 6: warn a trunk's client that its rate deck must be downloaded before a deadline.
 
+Which sends: a link rate send with "Send Reminder Email" (rate_send_log.is_email_alert)
+whose trunk has not downloaded it (trunk_common). The deadline is 23:59:59 GMT of the
+download_deadline date.
+
 Stages. The one-day stage ("24") always exists. The UI may also fill the staged warning
 templates hour_48, hour_3 and hour_1 (and hour_24); each filled stage is an extra
 warning sent once as its window opens (deadline within 48/3/1 hours). The one-day stage
-uses hour_24 when filled, else download_rate_notice, else pending_trunk when only that
-one is filled (else the project's default template).
+uses hour_24 when filled, else the UI's "Pending Trunk Suspension Notice" (pending_trunk;
+empty: the project's default template). `download_rate_notice` is the UI's own "Rate is
+Downloaded" confirmation, never dnl_ad's.
 
 Decision (documented in the README): only the latest-opened stage is sent. A rate send
 first seen 2 hours before its deadline gets the 3-hour stage only, not 48 and 24 as well;
@@ -51,13 +56,10 @@ def enabled_stages(templates: Mapping[str, Any]) -> list[int]:
 
 
 def one_day_template(templates: Mapping[str, Any]) -> str:
-    """mail_tmplate prefix for the 24-hour stage."""
+    """mail_tmplate prefix for the 24-hour stage: hour_24 when filled, else pending_trunk."""
     if ONE_DAY in staged_filled(templates):
         return "hour_24"
-    if (not _filled(templates, "download_rate_notice_subject", "download_rate_notice_content")
-            and _filled(templates, "pending_trunk_subject", "pending_trunk_content")):
-        return "pending_trunk"
-    return "download_rate_notice"
+    return "pending_trunk"
 
 
 def current_stage(stages: list[int], deadline: dt.datetime, now: dt.datetime) -> int | None:
@@ -85,7 +87,8 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         templates = pipeline.mail_config.templates
         stages = enabled_stages(templates)
         after = now + dt.timedelta(microseconds=1)  # the deadline is still ahead
-        rows = trunk_common.candidates(cur, after, now + dt.timedelta(hours=max(stages)))
+        rows = trunk_common.candidates(cur, after, now + dt.timedelta(hours=max(stages)),
+                                       trunk_common.EMAIL_ALERT)
         due: list[tuple[trunk_common.Candidate, int]] = []
         for cand in rows:
             stage = current_stage(stages, cand.deadline, now)
@@ -104,7 +107,7 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                 # the context is built here too: a bad row must skip only itself
                 notice = Notice(
                     kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
-                    recipients=cand.billing_email,
+                    recipients=cand.recipients,
                     context=trunk_common.context(cand, pipeline.system), decided_at=now,
                     alert_rule=f"rate deck not downloaded; {stage} h warning",
                     resource_id=cand.resource_id,

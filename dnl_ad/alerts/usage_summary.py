@@ -19,13 +19,15 @@ from psycopg2 import sql
 from .. import db
 from ..config import Settings
 from ..notice import Notice
+from ..pipeline import Pipeline
 from . import SweepResult, daily_common
 from .daily_common import Due, count, minutes, money
 
 log = logging.getLogger(__name__)
 
 KIND = "usage_summary"
-SPEC = daily_common.DailySpec(KIND, "is_auto_summary", "auto_summary", "daily usage summary")
+SPEC = daily_common.DailySpec(KIND, "is_auto_summary", "auto_summary", "daily usage summary",
+                              taken_over="last_autoreport_time")
 
 _SIDES = ("total_calls", "success_calls", "not_zero_calls", "bill_time", "cost", "duration")
 
@@ -56,7 +58,8 @@ def context(due: Due, row: Mapping[str, Any]) -> dict[str, Any]:
     return ctx
 
 
-def build(due: Due, row: Mapping[str, Any], now: dt.datetime) -> Notice | None:
+def build(due: Due, row: Mapping[str, Any], now: dt.datetime,
+          pipeline: Pipeline) -> Notice | None:
     """The client's notice, or None when auto_summary_not_zero and no call was billed."""
     ctx = context(due, row)
     if row.get("auto_summary_not_zero") and \
@@ -64,7 +67,7 @@ def build(due: Due, row: Mapping[str, Any], now: dt.datetime) -> Notice | None:
         log.info("%s: client %s: no non-zero call on %s and auto_summary_not_zero is set; "
                  "no summary", KIND, due.client_id, due.report_day)
         return None
-    return daily_common.notice(SPEC, due, row, ctx, now)
+    return daily_common.notice(SPEC, due, row, ctx, now, pipeline.system, pipeline.settings)
 
 
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:

@@ -259,7 +259,7 @@ class MailConfig:
         templates = dict(cur.fetchone() or {})
         cur.execute("SELECT id, email FROM mail_sender")
         senders = {str(r["id"]): r["email"] for r in cur.fetchall()}
-        cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
+        cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
         system = dict(cur.fetchone() or {})
         return cls(templates, senders, system, Path(settings.template_dir),
                    default_from=settings.smtp_from)
