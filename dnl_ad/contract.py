@@ -77,11 +77,11 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
 }
 
 # table -> optional columns: used when present, read as empty (their tags render empty)
-# when absent. A v5 database has them all but the two `_cc` columns v5 never had.
+# when absent. Columns v5 never had (no_download_rate_cc, download_rate_notice_cc) are
+# not listed: a template part whose column is missing is read as empty, never an error.
 OPTIONAL: Mapping[str, tuple[str, ...]] = {
     "mail_tmplate": tuple(
-        [f"hour_{p}_{h}" for h in (48, 24, 3, 1) for p in ("from", "subject", "content", "cc")]
-        + ["no_download_rate_cc"]
+        f"hour_{p}_{h}" for h in (48, 24, 3, 1) for p in ("from", "subject", "content", "cc")
     ),
     "mail_sender": ("smtp_host", "smtp_port", "username", "password", "secure", "name",
                     "loginemail"),

@@ -26,7 +26,8 @@ def _setup(conn):
     use_tag_template(conn, "auto_cdr", "cdr_delivery")
     c = f.client(conn, name="acme", company="Acme", daily_cdr_generation=True,
                  auto_send_zone="+08:00", auto_summary_hour=0,
-                 billing_email="noc@acme.example")
+                 daily_cdr_generation_zone="+08:00", daily_cdr_generation_type=2,
+                 auto_daily_balance_recipient=2, billing_email="noc@acme.example")
     cid = c["client_id"]
     t1 = f.trunk(conn, cid, alias="acme-in")
     t2 = f.trunk(conn, cid, alias="acme-out", ingress=False, egress=True)
@@ -84,7 +85,8 @@ def test_static_links_for_active_trunks_with_billed_calls(conn, database, settin
 
 def test_no_trunk_with_traffic_no_mail(conn, database, settings) -> None:
     f.system(conn)
-    c = f.client(conn, name="idle", daily_cdr_generation=True, auto_send_zone="+08:00")
+    c = f.client(conn, name="idle", daily_cdr_generation=True, auto_send_zone="+08:00",
+                 daily_cdr_generation_zone="+08:00")
     t = f.trunk(conn, c["client_id"])
     f.traffic(conn, report_time=START, ingress_id=t["resource_id"],
               ingress_client_id=c["client_id"], ingress_total_calls=9, not_zero_calls=0)

@@ -41,6 +41,8 @@ RETRY_BASE_SECONDS = 10
 RETRY_MAX_SECONDS = 100
 CATCHUP_HOURS = 6
 SUSPEND_GRACE_MINUTES = 15
+SUSPEND_MAX_OVERDUE_DAYS = 7
+OWNER_BILLING_EMAIL = owner@carrier.example
 DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
 OWN_SCHEMA = Alerts_Own
@@ -76,6 +78,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.delivery_seconds, s.delivery_batch) == (2, 50)
     assert (s.max_attempts, s.retry_base_seconds, s.retry_max_seconds) == (4, 10, 100)
     assert (s.catchup_hours, s.suspend_grace_minutes) == (6, 15)
+    assert (s.suspend_max_overdue_days, s.owner_billing_email) == (7, "owner@carrier.example")
     assert s.dry_run is True and s.dry_run_dir == "/tmp/dry"
     assert s.own_schema == "alerts_own"
     assert s.template_dir == "/opt/tpl"
