@@ -181,6 +181,10 @@ class CdrApi:
             raise CdrApiError("export answer has no request_id")
         return self._wait_ready(str(request_id), deadline)
 
+    def ping(self) -> None:
+        """Fetch a token and forget it (`dnl-ad check`); CdrApiError says what failed."""
+        self._fetch_token(self._monotonic() + self.timeout)
+
     def _fetch_token(self, deadline: float) -> str:
         form = {"username": self.user, "password": self._password} if self.user else {}
         status, answer = self._call("POST", self.token_url, form, deadline)

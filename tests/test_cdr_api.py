@@ -382,3 +382,37 @@ def test_ipv6_host(tmp_path: Path) -> None:
 def test_bad_port_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="CDR_API_EXPORT_PORT"):
         load_settings(_ini(tmp_path, "CDR_API_EXPORT_PORT = 70000\n"), env={})
+
+
+# --- dnl-ad check --------------------------------------------------------------------------
+
+def _rows(conn, settings: Settings) -> dict[str, tuple[str, str]]:
+    from dnl_ad import check
+
+    with conn.cursor() as cur:
+        return {r.check: (r.status, r.detail) for r in check.check_cdr(cur, settings)}
+
+
+def test_check_gets_a_token_and_counts_the_fields(conn) -> None:
+    from . import factories as f
+
+    f.insert(conn, "daily_cdr_fields", id=1, type=0, field="ani", label="ANI")
+    f.insert(conn, "daily_cdr_fields", id=2, type=1, field="dnis", label="DNIS")
+    f.insert(conn, "daily_cdr_fields", id=3, type=1, field="cost", label="Cost")
+    with CdrApiServer() as server:
+        rows = _rows(conn, server.settings())
+        server.token_mode = "error"
+        failing = _rows(conn, server.settings())
+    assert rows["cdr api"][0] == "OK" and "token obtained" in rows["cdr api"][1]
+    assert rows["cdr fields"] == ("OK", "daily_cdr_fields: 1 ingress, 2 egress")
+    assert "cdr api keys" not in rows
+    assert failing["cdr api"][0] == "FAIL" and "HTTP 500" in failing["cdr api"][1]
+    assert len(server.made("token")) == 2
+
+
+def test_check_notes_the_old_keys_and_a_missing_link_source(conn) -> None:
+    rows = _rows(conn, Settings(cdr_api_user="ops"))
+    assert rows["cdr api keys"][0] == "WARN" and "CDR_API_USER is deprecated" in \
+        rows["cdr api keys"][1]
+    assert rows["cdr api"][0] == "WARN" and "not sent" in rows["cdr api"][1]
+    assert rows["cdr fields"][0] == "WARN"
