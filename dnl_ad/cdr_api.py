@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlparse
 
-from .config import Settings, cdr_api_host
+from .config import Settings, cdr_api_host, old_cdr_keys_note
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,9 @@ class Link:
     count: int | None = None
 
 
+_NOTED: set[str] = set()  # deprecation notes already logged by this process
+
+
 class LinkMaker:
     """Links for one sweep: the API when configured and healthy, else the static URL."""
 
@@ -354,6 +357,10 @@ class LinkMaker:
         self.fields = {side: (fields or {}).get(side, FieldSet()) for side in SIDES}
         self.api: CdrApi | None = None
         self.api_down: str = ""
+        note = old_cdr_keys_note(settings)
+        if note and note not in _NOTED:
+            _NOTED.add(note)
+            log.warning("cdr_delivery: %s", note)
         host = cdr_api_host(settings) if use_api else ""
         if host:
             self.api = CdrApi(host, token_port=settings.cdr_api_token_port,

@@ -103,7 +103,7 @@ def check_cdr(cur: db.Cursor, settings: Settings) -> list[Row]:
     from .config import cdr_api_host, old_cdr_keys_note
 
     rows = []
-    note = old_cdr_keys_note(None, settings)
+    note = old_cdr_keys_note(settings)
     if note:
         rows.append(Row("cdr api keys", WARN, note))
     host = cdr_api_host(settings)

@@ -264,10 +264,9 @@ def cdr_api_host(settings: Settings) -> str:
     return (urlparse(settings.cdr_api_url).hostname or "") if settings.cdr_api_url else ""
 
 
-def old_cdr_keys_note(keys: set[str] | None, settings: Settings) -> str:
+def old_cdr_keys_note(settings: Settings) -> str:
     """One sentence for the log and `check` when the old CDR keys are set; '' otherwise."""
-    used = [k for k in OLD_CDR_KEYS if (keys is not None and k in keys) or
-            (keys is None and getattr(settings, k.lower()))]
+    used = [k for k in OLD_CDR_KEYS if getattr(settings, k.lower())]
     if not used:
         return ""
     where = (f"its host {cdr_api_host(settings)!r} is used as CDR_API_HOST"
@@ -275,12 +274,6 @@ def old_cdr_keys_note(keys: set[str] | None, settings: Settings) -> str:
              else "CDR_API_HOST is used")
     return (f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} deprecated (the real CDR "
             f"API takes a host, ports 8887/8889): {where}; set CDR_API_HOST instead")
-
-
-def _note_old_cdr_keys(raw: Mapping[str, str], settings: Settings) -> None:
-    note = old_cdr_keys_note({k for k in OLD_CDR_KEYS if raw.get(k, "").strip()}, settings)
-    if note:
-        log.warning("config: %s", note)
 
 
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -347,7 +340,6 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if not Path(default).is_absolute():
             values[field] = str(base / default)
     settings = Settings(**values)
-    _note_old_cdr_keys(raw, settings)
     if settings.retry_max_seconds < settings.retry_base_seconds:
         raise ConfigError("RETRY_MAX_SECONDS", str(settings.retry_max_seconds),
                           f"a value >= RETRY_BASE_SECONDS ({settings.retry_base_seconds})")

@@ -357,6 +357,9 @@ def test_old_cdr_api_url_gives_its_host_with_one_note(tmp_path: Path, caplog) ->
     s = load_settings(_ini(tmp_path, "CDR_API_URL = http://cdr.switch.example:9000/api\n"
                                      "CDR_API_USER = ops\nCDR_API_PASSWORD = pw123\n"), env={})
     assert cdr_api_host(s) == "cdr.switch.example"
+    for _ in range(3):  # three sweeps: the note is logged by the first only
+        maker = cdr_api.LinkMaker(s)
+    assert maker.api is not None and maker.api.token_url == "http://cdr.switch.example:8887/"
     notes = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
     assert len(notes) == 1
     assert "CDR_API_URL, CDR_API_USER, CDR_API_PASSWORD" in notes[0]
