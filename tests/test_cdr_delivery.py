@@ -282,3 +282,52 @@ def test_sigterm_path_the_loop_wakeup_ends_the_cdr_sweep(conn, database, setting
         elapsed = time.monotonic() - started
     assert elapsed < 2
     assert keys(conn) == set()
+
+
+def test_sigterm_to_the_daemon_mid_export_then_restart_sends_the_mail_once(
+        conn, settings, smtp, tmp_path) -> None:
+    # The real daemon (subprocess, real clock): a CDR export that stays Processing with
+    # 30 s between polls; SIGTERM ends the daemon at once; the next start sends the mail.
+    import os
+    import signal
+    from pathlib import Path
+
+    from .test_daemon import alive, cli, wait_for, write_ini
+
+    f.system(conn)
+    c = f.client(conn, name="acme", daily_cdr_generation=True, auto_send_zone="+00:00",
+                 auto_summary_hour=0, billing_email="noc@acme.example")
+    t = f.trunk(conn, c["client_id"], alias="acme-in")
+    yesterday = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) \
+        - dt.timedelta(days=1)
+    f.traffic(conn, report_time=yesterday, ingress_id=t["resource_id"],
+              ingress_client_id=c["client_id"], ingress_total_calls=4, not_zero_calls=2)
+    with CdrApiServer(processing_polls=10_000, counts={t["resource_id"]: 2}) as api:
+        ini = write_ini(tmp_path / "cdr.ini", settings, CDR_API_HOST="127.0.0.1",
+                        CDR_API_TOKEN_PORT=str(api.token_port),
+                        CDR_API_EXPORT_PORT=str(api.export_port),
+                        CDR_API_POLL_SECONDS="30", CDR_API_TIMEOUT_SECONDS="600",
+                        DAILY_CHECK_SECONDS="2", DELIVERY_SECONDS="1")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")},
+               "DNL_AD_CONFIG": str(ini)}
+        assert cli(env, "start").returncode == 0
+        pid = int(Path(settings.pidfile).read_text())
+        try:
+            assert api.polled.wait(30), "the daemon never polled the export"
+            os.kill(pid, signal.SIGTERM)
+            signalled = time.monotonic()
+            wait_for(lambda: not alive(pid), 15, "the daemon to exit after SIGTERM")
+            assert time.monotonic() - signalled < 3  # STOP_TIMEOUT is 15 s
+            assert keys(conn) == set() and smtp.messages == []
+
+            api.processing_polls = 0  # the API is quick now
+            assert cli(env, "start").returncode == 0
+            wait_for(lambda: len(smtp.messages) >= 1, 30, "the CDR mail after restart")
+        finally:
+            cli(env, "stop")
+    assert keys(conn) == {f"cdr_delivery:{c['client_id']}:{yesterday.date().isoformat()}"}
+    (mail,) = smtp.messages
+    text = mail.message.get_body(("plain",)).get_content()
+    assert api.link("ingress", t["resource_id"]) in text
+    log_text = Path(settings.logfile).read_text()
+    assert "SIGTERM received" in log_text and "export for client" in log_text
