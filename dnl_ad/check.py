@@ -5,7 +5,8 @@ configuration, database connection, provider contract columns (missing ones list
 table), dnl_ad's own schema migrated, SMTP reachable (EHLO, STARTTLS/TLS and AUTH as
 configured), and every mail template: the operator's mail_tmplate columns compile, their
 unknown tags are listed, and each template renders a sample notice (with the project's
-defaults where the column is empty).
+defaults where the column is empty), then the daily CDR links: the CDR API answers a
+token request, daily_cdr_fields per direction, the deprecated CDR_API_* keys in use.
 
 FAIL makes the exit status 1; WARN (optional columns, unknown tags) is listed only.
 """
@@ -93,6 +94,47 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
     auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
     return Row("smtp", OK, f"{config.where}: EHLO ok, {auth}; "
                f"server offers {', '.join(features) or 'no extensions'}")
+
+
+def check_cdr(cur: db.Cursor, settings: Settings) -> list[Row]:
+    """The daily CDR links: the CDR API answers a token request, the file's fields
+    (daily_cdr_fields) per direction, the old CDR_API_* keys still in use."""
+    from . import cdr_api
+    from .config import cdr_api_host, old_cdr_keys_note
+
+    rows = []
+    note = old_cdr_keys_note(settings)
+    if note:
+        rows.append(Row("cdr api keys", WARN, note))
+    host = cdr_api_host(settings)
+    static = settings.cdr_download_url
+    if not host:
+        rows.append(Row("cdr api", OK if static else WARN,
+                        "CDR_API_HOST is empty: static CDR_DOWNLOAD_URL links" if static else
+                        "neither CDR_API_HOST nor CDR_DOWNLOAD_URL is set: CDR mails get no "
+                        "link and are not sent"))
+    else:
+        api = cdr_api.CdrApi(host, token_port=settings.cdr_api_token_port,
+                             export_port=settings.cdr_api_export_port,
+                             user=settings.cdr_api_user, password=settings.cdr_api_password,
+                             timeout=min(settings.cdr_api_timeout_seconds, 10), poll=1)
+        where = f"{host} (token port {settings.cdr_api_token_port}, export port " \
+                f"{settings.cdr_api_export_port})"
+        try:
+            api.ping()
+            rows.append(Row("cdr api", OK, f"{where}: token obtained"))
+        except cdr_api.CdrApiError as exc:
+            rows.append(Row("cdr api", FAIL if not static else WARN,
+                            f"{where}: {exc}" + ("; CDR_DOWNLOAD_URL links are used meanwhile"
+                                                 if static else "")))
+    cur.execute("SELECT type, count(*) AS n FROM daily_cdr_fields WHERE type IN (0, 1) "
+                "GROUP BY type")
+    counts = {r["type"]: r["n"] for r in cur.fetchall()}
+    sides = ", ".join(f"{counts.get(n, 0)} {side}" for n, side in enumerate(cdr_api.SIDES))
+    rows.append(Row("cdr fields", OK if counts else WARN,
+                    f"daily_cdr_fields: {sides}" + ("" if counts else
+                                                    " (the API's default columns are used)")))
+    return rows
 
 
 def _sample_value(tag: str, now: dt.datetime) -> Any:
@@ -196,6 +238,11 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("templates", FAIL, _first_line(exc)))
+            try:
+                rows += check_cdr(cur, settings)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("cdr fields", FAIL, _first_line(exc)))
         conn.rollback()  # check writes nothing
     finally:
         conn.close()

@@ -47,6 +47,9 @@ DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
 OWN_SCHEMA = Alerts_Own
 TEMPLATE_DIR = /opt/tpl
+CDR_API_HOST = cdr.switch.example
+CDR_API_TOKEN_PORT = 18887
+CDR_API_EXPORT_PORT = 18889
 CDR_API_URL = http://127.0.0.1:9000/api
 CDR_API_USER = apiuser
 CDR_API_PASSWORD = apipass
@@ -85,6 +88,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.cdr_api_url, s.cdr_api_user, s.cdr_api_password) == (
         "http://127.0.0.1:9000/api", "apiuser", "apipass")
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
+    assert (s.cdr_api_host, s.cdr_api_token_port, s.cdr_api_export_port) == (
+        "cdr.switch.example", 18887, 18889)
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)

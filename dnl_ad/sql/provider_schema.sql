@@ -336,3 +336,13 @@ CREATE TABLE version_information (
     build_date varchar(11),
     start_time timestamptz
 );
+
+-- v5: the columns of the daily CDR file ("Auto CDR Generation Format"); type 0 ingress,
+-- 1 egress (2/3 are portal fields). dnl_ad sends a direction's ids, in id order, to the
+-- CDR API and uses their labels for the static link.
+CREATE TABLE daily_cdr_fields (
+    id serial PRIMARY KEY,
+    type smallint,
+    field varchar,
+    label varchar
+);
