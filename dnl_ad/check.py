@@ -205,6 +205,49 @@ def check_templates(cur: db.Cursor, settings: Settings, now: dt.datetime) -> lis
     return rows
 
 
+_ENABLED = """
+SELECT count(*) FILTER (WHERE c.status AND NOT coalesce(c.unlimited_credit, false)
+           AND (coalesce(c.is_daily_balance_notification, false)
+                OR coalesce(g.is_notify, false))) AS low,
+       count(*) FILTER (WHERE c.status AND NOT coalesce(c.unlimited_credit, false)
+           AND coalesce(c.zero_balance_notice, false)) AS zero,
+       count(*) FILTER (WHERE c.status AND coalesce(c.is_auto_summary, false)) AS usage,
+       count(*) FILTER (WHERE c.status AND coalesce(c.is_auto_balance, false)) AS balance,
+       count(*) FILTER (WHERE c.status AND coalesce(c.daily_cdr_generation, false)) AS cdr,
+       count(*) FILTER (WHERE c.status) AS active
+FROM client c LEFT JOIN client_low_balance_config g ON g.client_id = c.client_id
+"""
+
+
+def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list[Row]:
+    """What the v5 UI's settings ask of dnl_ad: clients enabled per alert, rate sends
+    waiting for a download, and trunks too long overdue to be suspended by dnl_ad."""
+    from .alerts import trunk_common, trunk_suspended
+
+    cur.execute(_ENABLED)
+    n = cur.fetchone()
+    rows = [Row("clients enabled per alert", OK,
+                f"low balance {n['low']}, zero balance {n['zero']}, usage summary "
+                f"{n['usage']}, balance summary {n['balance']}, daily CDR {n['cdr']} "
+                f"(of {n['active']} active clients)")]
+    waiting = trunk_common.candidates(cur, now, dt.datetime.max.replace(tzinfo=dt.UTC),
+                                      trunk_common.ANY_SEND)
+    rows.append(Row("rate sends pending", OK,
+                    f"{len(waiting)} trunk(s) waiting to download a rate deck"
+                    + (f", next deadline {waiting[0].deadline.isoformat()}" if waiting
+                       else "")))
+    old = trunk_suspended.too_old(cur, now, settings)
+    if old:
+        shown = "\n".join(f"client {c.client_id} trunk {c.resource_id} {c.alias!r}: rate send "
+                          f"{c.rate_send_id}, deadline {c.deadline:%Y-%m-%d}" for c in old[:20])
+        more = f"\n... and {len(old) - 20} more" if len(old) > 20 else ""
+        rows.append(Row("overdue rate sends", WARN,
+                        f"{len(old)} trunk(s) past the deadline by more than "
+                        f"SUSPEND_MAX_OVERDUE_DAYS={settings.suspend_max_overdue_days}; "
+                        f"dnl_ad will not suspend them:\n{shown}{more}"))
+    return rows
+
+
 def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
@@ -238,6 +281,11 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("templates", FAIL, _first_line(exc)))
+            try:
+                rows += check_settings(cur, settings, now)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("v5 settings", FAIL, _first_line(exc)))
             try:
                 rows += check_cdr(cur, settings)
             except Exception as exc:

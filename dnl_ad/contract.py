@@ -59,6 +59,7 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
                                      "auto_balance", "auto_cdr", "pending_trunk")]
     ),
     "mail_sender": ("id", "email"),
+    "daily_cdr_fields": ("id", "type", "label"),
     "system_parameter": (
         "sys_id", "sys_timezone", "fromemail", "smtphost", "smtpport", "emailusername",
         "emailpassword", "smtp_secure", "finance_email",

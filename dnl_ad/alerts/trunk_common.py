@@ -88,6 +88,7 @@ ORDER BY latest.deadline_at, latest.resource_id
 # Which rate sends an alert acts on: the UI's two switches of the send.
 EMAIL_ALERT = sql.SQL("latest.is_email_alert")   # "Send Reminder Email"
 DISABLE = sql.SQL("latest.is_disable")           # "Disable The Trunk"
+ANY_SEND = sql.SQL("true")                       # check: every waiting send
 
 
 @dataclass(frozen=True)
