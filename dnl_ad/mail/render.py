@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import html2text
-from jinja2 import FileSystemLoader, TemplateError, meta
+from jinja2 import FileSystemLoader, TemplateError, meta, pass_context
 from markupsafe import Markup
 
 from ..config import Settings
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 _BALANCE_TAGS = ("company_name", "client_name", "current_date", "date", "time", "now",
                  "balance", "notify_balance", "credit_limit", "allow_credit",
                  "remaining_credit", "payment_terms", "payment_term")
+
+# Tags every alert carries: the client's currency code (money tags print the bare amount,
+# so "{balance} {currency}" never shows the code twice).
+_COMMON_TAGS = ("currency",)
 
 # Every tag PROVIDER_DB.md lists, per alert kind: what `{tag}` may name in a template.
 KNOWN_TAGS: dict[str, tuple[str, ...]] = {
@@ -68,6 +72,8 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
 }
+KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
+              for kind, tags in KNOWN_TAGS.items()}
 
 # mail_tmplate column prefix (Notice.template) -> alert kind (whose tags it may use).
 TEMPLATE_KINDS: dict[str, str] = {
@@ -124,6 +130,24 @@ class Money(Decimal):
         return format_money(self)
 
 
+@pass_context
+def money_filter(context: Any, value: Any) -> Any:
+    """`{{ balance|money }}`: an amount with the client's currency code ('12.34 USD',
+    '(5.50) USD'); just the amount when the code is empty; a non-amount (e.g. 'unknown')
+    as it is."""
+    if not isinstance(value, Decimal):
+        return value
+    code = " ".join(str(context.get("currency") or "").split())
+    amount = format_money(value)
+    return f"{amount} {code}" if code else amount
+
+
+def _add_helpers(env: sandbox.BoundedSandbox) -> sandbox.BoundedSandbox:
+    """The project's filters, for default and operator templates alike."""
+    env.filters["money"] = sandbox.guarded_filter("money", money_filter)
+    return env
+
+
 def html_to_text(html: str) -> str:
     """Plain text for the text/plain part (html2text: links kept, no hard wrapping)."""
     conv = html2text.HTML2Text()
@@ -160,16 +184,16 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
 
 @cache
 def _operator_env(html: bool) -> sandbox.BoundedSandbox:
-    return sandbox.BoundedSandbox(autoescape=html)
+    return _add_helpers(sandbox.BoundedSandbox(autoescape=html))
 
 
 @lru_cache(maxsize=8)
 def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
-    return sandbox.BoundedSandbox(
+    return _add_helpers(sandbox.BoundedSandbox(
         loader=FileSystemLoader(template_dir),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         keep_trailing_newline=True,
-    )
+    ))
 
 
 def to_jinja(source: str, kind: str) -> tuple[str, list[str]]:

@@ -137,6 +137,11 @@ def _bounded_size(value: Any) -> Any:
     return _check_result("'~' concatenation", value)
 
 
+def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that charges the render's budget and refuses oversized results."""
+    return _guard_filter(name, func)
+
+
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)  # keeps jinja_pass_arg (pass_context & co.)
     def guarded(*args: Any, **kwargs: Any) -> Any:
