@@ -87,9 +87,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
 }
 
 
-def sample(kind: str, **changes: Any) -> Notice:
+def sample(kind: str, *, client_id: int = 7, **changes: Any) -> Notice:
     """A notice of `kind` with the realistic context, the operator's keys, and `changes`."""
     context = {**SAMPLES[kind], **OPERATOR, **changes}
-    return Notice(kind=kind, dedupe_key=f"{kind}:7:sample", template=TEMPLATE_FOR_KIND[kind],
-                  client_id=7, recipients="billing@acme.example", context=context,
+    return Notice(kind=kind, dedupe_key=f"{kind}:{client_id}:sample",
+                  template=TEMPLATE_FOR_KIND[kind], client_id=client_id,
+                  recipients=f"billing@client{client_id}.example", context=context,
                   decided_at=NOW, alert_rule=f"{kind} sample")

@@ -68,10 +68,26 @@ def test_every_tag_of_every_default_template_renders(kind: str) -> None:
 @pytest.mark.parametrize(("value", "shown"), [
     (Decimal("12.5"), "12.50"), (Decimal("-12.5"), "(12.50)"), (Decimal("0"), "0.00"),
     (Decimal("-0.001"), "0.00"), (Decimal("1234567.005"), "1234567.01"),
-    (Decimal("-300"), "(300.00)"), (Decimal("NaN"), ""),
+    (Decimal("-300"), "(300.00)"), (Decimal("999999999999999.99"), "999999999999999.99"),
 ])
 def test_format_money(value: Decimal, shown: str) -> None:
     assert format_money(value) == shown
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"),
+                                   Decimal("-Infinity"), Decimal("1e15"), Decimal("-1e15"),
+                                   Decimal("1e24")])
+def test_format_money_refuses_what_is_no_amount(value: Decimal) -> None:
+    with pytest.raises(render.BadAmount):
+        format_money(value)
+
+
+def test_a_bad_amount_names_its_tag_and_is_not_rendered_by_any_template() -> None:
+    cfg = config(lowbalance_content="<p>{balance}</p>")
+    for c in (cfg, config()):
+        with pytest.raises(render.BadAmount) as err:
+            render_notice(notice(balance=Decimal("NaN")), c)
+        assert err.value.tag == "balance" and "tag balance is NaN" in str(err.value)
 
 
 def test_value_contract_in_html_and_text() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from dnl_ad.mail.render import KNOWN_TAGS, MailConfig, format_money, render_notice
+from tests import factories
+from tests.mail_helpers import email_log, outbox_rows, queue
 from tests.template_samples import SAMPLES, TEMPLATE_FOR_KIND, sample
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +70,31 @@ def test_currency_code_is_escaped_in_html() -> None:
 
 def test_samples_cover_every_kind() -> None:
     assert set(SAMPLES) == set(KNOWN_TAGS) == set(TEMPLATE_FOR_KIND)
+
+
+@pytest.mark.parametrize("bad", [Decimal("NaN"), Decimal("Infinity"), Decimal("1e15"),
+                                 Decimal("-2.5e17")])
+def test_a_bad_amount_fails_its_own_notice_only_with_one_log_line(
+        bad, database, settings, conn, caplog) -> None:
+    factories.system(conn)
+    notices = [sample("low_balance", client_id=1),
+               sample("low_balance", client_id=2, remaining_credit=bad),
+               sample("low_balance", client_id=3)]
+    caplog.set_level(logging.INFO, logger="dnl_ad")
+    pipeline = queue(database, settings, notices)
+    assert (pipeline.queued, pipeline.failed) == (2, 1)
+    rows = {r["client_id"]: r for r in outbox_rows(conn)}
+    assert {c: r["status"] for c, r in rows.items()} == {1: "pending", 2: "failed",
+                                                          3: "pending"}
+    assert "tag remaining_credit" in rows[2]["last_error"]
+    assert "bad data" in rows[2]["last_error"]
+    assert "1055.25 USD" in rows[1]["text_body"]
+    [logged] = email_log(conn)
+    assert logged["client_id"] == 2 and "remaining_credit" in logged["error"]
+    about_2 = [r for r in caplog.records if "client 2 " in r.getMessage()]
+    assert len(about_2) == 1, [r.getMessage() for r in about_2]
+    assert about_2[0].levelno == logging.ERROR
+    assert "bad data" in about_2[0].getMessage() and "remaining_credit" in about_2[0].getMessage()
+    assert not [r for r in caplog.records if "default template" in r.getMessage()]
+    again = queue(database, settings, notices)     # the next sweep: nothing new, no log
+    assert (again.queued, again.failed, again.duplicates) == (0, 0, 3)

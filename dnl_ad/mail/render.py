@@ -107,14 +107,40 @@ def column(template: str, part: str) -> str:
 
 # --- value formatting ------------------------------------------------------------
 
-def format_money(value: Decimal) -> str:
-    """Two decimals, half up; negatives in parentheses: Decimal('-12.5') -> '(12.50)'."""
+# An amount at or beyond this is bad data (numeric(30,6) allows 1e24; no carrier bills it).
+MAX_AMOUNT = Decimal("1e15")
+
+
+class BadAmount(ValueError):
+    """A money value that is no amount (NaN, infinite, or abs >= MAX_AMOUNT): bad data.
+
+    Raised instead of printing an empty or absurd amount; the pipeline records that one
+    notice as failed and names the client and the tag (`tag`, set by display_values).
+    """
+
+    def __init__(self, value: object, tag: str = "") -> None:
+        self.value = value
+        self.tag = tag
+        where = f"tag {tag} " if tag else ""
+        super().__init__(f"{where}is {value!s:.40}, not an amount (finite, below "
+                         f"{MAX_AMOUNT:.0e} in absolute value)")
+
+
+def check_amount(value: object, tag: str = "") -> Decimal:
+    """`value` as a Decimal, or BadAmount when it is not a plausible amount."""
     try:
-        q = Decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        amount = Decimal(value)  # type: ignore[arg-type]
     except (InvalidOperation, ValueError, TypeError):
-        return ""
-    if not q.is_finite():
-        return ""
+        raise BadAmount(value, tag) from None
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise BadAmount(value, tag)
+    return amount
+
+
+def format_money(value: Decimal) -> str:
+    """Two decimals, half up; negatives in parentheses: Decimal('-12.5') -> '(12.50)'.
+    BadAmount for NaN, Infinity and abs >= MAX_AMOUNT (never an empty amount)."""
+    q = check_amount(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if q < 0:
         return f"({-q:.2f})"
     return f"{abs(q):.2f}"  # abs: no "-0.00"
@@ -163,6 +189,7 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
     Decimal = money (two decimals, negatives in parentheses); int as is; str already
     formatted (escaped in HTML); Markup = trusted HTML fragment (as is in HTML, converted
     to text in the text part); None = empty; a stray datetime prints without microseconds.
+    A Decimal that is no amount (NaN, infinite, too large) raises BadAmount naming the tag.
     """
     out: dict[str, Any] = {}
     for key, value in context.items():
@@ -171,7 +198,7 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
         elif isinstance(value, Markup):
             value = value if html else html_to_text(value).strip()
         elif isinstance(value, Decimal):
-            value = Money(value)
+            value = Money(check_amount(value, key))
         elif isinstance(value, dt.datetime):
             value = value.replace(microsecond=0).strftime("%Y-%m-%d %H:%M:%S %z").strip()
         elif isinstance(value, dt.date):
@@ -339,6 +366,21 @@ class Rendered:
     source: str = "default"  # "operator", "default" or "operator+default" (per part)
 
 
+def unrendered(notice: Notice, config: MailConfig) -> Rendered:
+    """What is recorded for a notice that cannot be rendered (bad data): a plain subject
+    naming the alert and the client, no body."""
+    name = clean_name(notice.context.get("company_name") or notice.context.get("client_name"))
+    return Rendered(subject=_default_subject(notice.kind, {"company_name": name}), html="",
+                    text="", cc=str(config.part(notice.template, "cc") or ""),
+                    from_id=(str(config.part(notice.template, "from")).strip()
+                             if config.part(notice.template, "from") is not None else None),
+                    source="none")
+
+
+def clean_name(value: object) -> str:
+    return " ".join(str(value or "").split())
+
+
 def _default_subject(kind: str, values: Mapping[str, Any]) -> str:
     name = values.get("company_name") or values.get("client_name") or ""
     return f"{kind.replace('_', ' ').capitalize()}: {name}".strip(": ")
@@ -373,7 +415,8 @@ def _render_operator(template: Any, values: Mapping[str, Any], notice: Notice,
 
 
 def render_notice(notice: Notice, config: MailConfig) -> Rendered:
-    """Subject, HTML and text for one notice (never raises for template problems)."""
+    """Subject, HTML and text for one notice. Never raises for template problems (they
+    fall back to the default template); raises BadAmount for bad data, before rendering."""
     kind = notice.kind
     compiled = config.compiled(notice.template, kind)
     html_values = display_values(notice.context, html=True)
