@@ -51,7 +51,7 @@ _TRUNK = {
 SAMPLES: dict[str, dict[str, Any]] = {
     "low_balance": {**_BALANCE, "balance": Decimal("55.25"),
                     "remaining_credit": Decimal("1055.25")},
-    "zero_balance": dict(_BALANCE),
+    "zero_balance": {**_BALANCE, "notify_balance": Decimal("0")},
     "usage_summary": {
         **_DAILY,
         "total_call_buy": 1200, "total_not_zero_calls_buy": 800,

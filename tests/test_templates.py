@@ -98,3 +98,122 @@ def test_a_bad_amount_fails_its_own_notice_only_with_one_log_line(
     assert not [r for r in caplog.records if "default template" in r.getMessage()]
     again = queue(database, settings, notices)     # the next sweep: nothing new, no log
     assert (again.queued, again.failed, again.duplicates) == (0, 0, 3)
+
+
+# --- item 26: what a customer must not see ---------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_markdown_in_any_text_part(kind: str) -> None:
+    text = render_notice(sample(kind), config()).text
+    assert "**" not in text and "](" not in text and "__" not in text
+    assert not re.search(r"^\s*(#|\* |\\)", text, re.M), text
+    assert "<" not in text and "&amp;" not in text
+
+
+def test_text_part_of_an_operator_template_has_no_markdown() -> None:
+    cfg = config(lowbalance_content=(
+        "<h1>Low balance</h1><p>Your balance is <b>{balance}</b> , <i>please</i> pay "
+        '<a href="https://pay.example/acme">here</a> or write to '
+        '<a href="mailto:billing@carrier.example">billing</a>.</p>'
+        "<table><tr><td>Balance</td><td><b>{balance}</b></td></tr>"
+        "<tr><td>Limit:</td><td>{credit_limit}</td></tr></table>"
+        "<ul><li>one</li><li>two</li></ul>"))
+    text = render_notice(sample("low_balance", balance=Decimal("-5.5")), cfg).text
+    assert text == ("Low balance\n\nYour balance is (5.50) , please pay here "
+                    "(https://pay.example/acme) or write to billing "
+                    "(billing@carrier.example).\n\nBalance: (5.50)\nLimit: 1000.00\n\n"
+                    "- one\n- two\n")
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("trunk_pending", "2026-03-04 07:59:59 GMT+08:00"),
+    ("trunk_suspended", "2026-03-04 07:59:59 GMT+08:00"),
+    ("low_balance", "1000.00 USD"), ("zero_balance", "1000.00 USD"),
+    ("low_balance", "Net 15"), ("low_balance", "2026-03-02"),
+    ("balance_summary", "2468.08 USD"), ("balance_summary", "1000.00 USD"),
+    ("balance_summary", "2026-03-01 00:00:00"),
+    ("usage_summary", "1000.00 USD"),
+    ("cdr_delivery", "acme-out"),
+])
+def test_a_value_is_shown_once_not_under_each_synonym(kind: str, value: str) -> None:
+    out = render_notice(sample(kind), config())
+    assert out.text.count(value) == 1, out.text
+    html = re.sub(r'href="[^"]*"', "", out.html)
+    assert html.count(value) == 1, out.html
+
+
+def test_a_different_effective_date_is_shown() -> None:
+    out = render_notice(sample("trunk_pending", effective_date="2026-03-10"), config())
+    assert "take effect on 2026-03-10" in out.text and "2026-03-10" in out.html
+
+
+@pytest.mark.parametrize("link", ["/rates/acme.csv", "rates/acme.csv", "", "javascript:x()",
+                                  "www.carrier.example/rates.csv"])
+def test_only_absolute_links_reach_the_mail(link: str) -> None:
+    out = render_notice(sample("trunk_pending", rate_download_link=link, download_url=link),
+                        config())
+    assert "Download:" not in out.text and "Rate portal" not in out.text
+    assert "href" not in out.html.split("<body", 1)[1]
+    assert "Please download them by 2026-03-04 07:59:59 GMT+08:00" in out.text
+
+
+def test_absolute_url_test() -> None:
+    from dnl_ad.mail.render import is_absolute_url
+    assert is_absolute_url("https://portal.example/r.csv")
+    assert is_absolute_url(" http://10.0.0.1:8080/x ")
+    for bad in ("/r.csv", "r.csv", "", None, "https://", "mailto:a@b.c", "http:/x",
+                "https://a b/c"):
+        assert not is_absolute_url(bad), bad
+
+
+def test_portal_link_shown_when_it_differs() -> None:
+    out = render_notice(sample("trunk_pending", download_url="https://portal.example/"),
+                        config())
+    assert "Rate portal: https://portal.example/" in out.text
+    assert '<a href="https://portal.example/">' in out.html
+
+
+@pytest.mark.parametrize(("kind", "empty", "label"), [
+    ("trunk_pending", "allowed_ip", "allowed IP"), ("trunk_pending", "prefix", "Prefix"),
+    ("trunk_pending", "switch_ip", "switch IP"),
+    ("low_balance", "payment_terms", "Payment terms"),
+    ("zero_balance", "payment_terms", "Payment terms"),
+])
+def test_no_row_for_an_empty_value(kind: str, empty: str, label: str) -> None:
+    full = render_notice(sample(kind), config())
+    assert label in full.text and label in full.html
+    out = render_notice(sample(kind, **{empty: ""}), config())
+    assert label not in out.text and label not in out.html
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_empty_row_when_optional_values_are_empty(kind: str) -> None:
+    empties = {k: "" for k, v in SAMPLES[kind].items()
+               if isinstance(v, str) and k in ("allowed_ip", "prefix", "payment_terms",
+                                               "payment_term", "switch_alias")}
+    out = render_notice(sample(kind, switch_ip="", noc_email="", currency="", **empties),
+                        config())
+    assert not re.search(r":[ \t]*\n(?!- )", out.text), out.text
+    assert not re.search(r"<td[^>]*>\s*</td>\s*</tr>", out.html), out.html
+
+
+@pytest.mark.parametrize("kind", ["low_balance", "zero_balance", "usage_summary",
+                                  "balance_summary"])
+def test_no_credit_rows_for_a_client_without_credit(kind: str) -> None:
+    out = render_notice(sample(kind, credit_limit=Decimal(0), allow_credit=Decimal(0),
+                               allowed_credit=Decimal(0)), config())
+    assert "Credit limit" not in out.text and "Remaining credit" not in out.text
+    assert "Credit limit" not in out.html
+
+
+@pytest.mark.parametrize("kind", ["usage_summary", "balance_summary"])
+def test_text_part_explains_buy_and_sell_as_the_html_does(kind: str) -> None:
+    out = render_notice(sample(kind), config())
+    for part in (out.text, out.html):
+        assert "Buy: the" in part and "you sent to us" in part
+        assert "Sell: the" in part and "we sent to you" in part
+
+
+def test_account_named_once_when_company_and_client_names_agree() -> None:
+    out = render_notice(sample("low_balance", company_name="acme"), config())
+    assert "acme (acme)" not in out.text and "your account acme is" in out.text

@@ -25,7 +25,6 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import html2text
 from jinja2 import FileSystemLoader, TemplateError, meta, pass_context
 from markupsafe import Markup
 
@@ -33,6 +32,7 @@ from ..config import Settings
 from ..db import Cursor
 from ..notice import Notice
 from . import sandbox
+from .plaintext import html_to_text
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +168,20 @@ def money_filter(context: Any, value: Any) -> Any:
     return f"{amount} {code}" if code else amount
 
 
+_ABSOLUTE_URL = re.compile(r"(?i)^(https?|ftp)://[^\s/?#]+[^\s]*$")
+
+
+def is_absolute_url(value: object) -> bool:
+    """`{% if link is absolute_url %}`: a link a mail reader can open (http, https or ftp
+    with a host). A relative link ('/rates/x.csv') means nothing outside the portal."""
+    return isinstance(value, str) and bool(_ABSOLUTE_URL.match(value.strip()))
+
+
 def _add_helpers(env: sandbox.BoundedSandbox) -> sandbox.BoundedSandbox:
-    """The project's filters, for default and operator templates alike."""
+    """The project's filters and tests, for default and operator templates alike."""
     env.filters["money"] = sandbox.guarded_filter("money", money_filter)
+    env.tests["absolute_url"] = is_absolute_url
     return env
-
-
-def html_to_text(html: str) -> str:
-    """Plain text for the text/plain part (html2text: links kept, no hard wrapping)."""
-    conv = html2text.HTML2Text()
-    conv.body_width = 0
-    conv.ignore_images = True
-    conv.unicode_snob = True
-    return conv.handle(str(html)).strip() + "\n"
 
 
 def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
@@ -214,13 +215,25 @@ def _operator_env(html: bool) -> sandbox.BoundedSandbox:
     return _add_helpers(sandbox.BoundedSandbox(autoescape=html))
 
 
+def account_name(client_name: object, company_name: object) -> str:
+    """How the default templates name an account: 'acme (Acme Telecom Ltd)', or one of
+    the two when the other is empty or the same."""
+    client = " ".join(str(client_name or "").split())
+    company = " ".join(str(company_name or "").split())
+    if client and company and company != client:
+        return f"{client} ({company})"
+    return client or company
+
+
 @lru_cache(maxsize=8)
 def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
-    return _add_helpers(sandbox.BoundedSandbox(
+    env = _add_helpers(sandbox.BoundedSandbox(
         loader=FileSystemLoader(template_dir),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         keep_trailing_newline=True,
     ))
+    env.globals["account"] = account_name
+    return env
 
 
 def to_jinja(source: str, kind: str) -> tuple[str, list[str]]:
