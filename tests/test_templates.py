@@ -153,7 +153,7 @@ def test_only_absolute_links_reach_the_mail(link: str) -> None:
     out = render_notice(sample("trunk_pending", rate_download_link=link, download_url=link),
                         config())
     assert "Download:" not in out.text and "Rate portal" not in out.text
-    assert "href" not in out.html.split("<body", 1)[1]
+    assert re.findall(r'href="([^"]*)"', out.html) == ["mailto:noc@carrier.example"]
     assert "Please download them by 2026-03-04 07:59:59 GMT+08:00" in out.text
 
 
@@ -217,3 +217,47 @@ def test_text_part_explains_buy_and_sell_as_the_html_does(kind: str) -> None:
 def test_account_named_once_when_company_and_client_names_agree() -> None:
     out = render_notice(sample("low_balance", company_name="acme"), config())
     assert "acme (acme)" not in out.text and "your account acme is" in out.text
+
+
+# --- item 27: the operator's contact line at the foot of every default template -------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_contact_line_and_carrier_name_at_the_foot(kind: str) -> None:
+    out = render_notice(sample(kind), config())
+    foot = out.text.split("Kind regards,", 1)[1]
+    assert foot.startswith("\nCarrierX\n")
+    assert "Questions? Contact our NOC at noc@carrier.example." in foot
+    assert "please do not reply" not in out.text
+    html_foot = out.html.split("Kind regards,", 1)[1]
+    assert "CarrierX" in html_foot
+    assert ('Questions? Contact our NOC at <a href="mailto:noc@carrier.example">'
+            "noc@carrier.example</a>.") in html_foot
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_contact_line_nor_signature_when_the_operator_left_them_empty(kind: str) -> None:
+    out = render_notice(sample(kind, noc_email="", switch_alias=""), config())
+    for part in (out.text, out.html):
+        assert "Questions?" not in part and "Kind regards" not in part and "NOC" not in part
+        assert "please do not reply to it" in part
+    out = render_notice(sample(kind, noc_email=None, switch_alias=None), config())
+    assert "None" not in out.text and "Questions?" not in out.text
+
+
+def test_several_noc_addresses_and_hostile_text() -> None:
+    out = render_notice(sample("low_balance",
+                               noc_email="noc@a.example; NOC Team <noc2@a.example>,"),
+                        config())
+    assert "Contact our NOC at noc@a.example or noc2@a.example." in out.text
+    assert '<a href="mailto:noc2@a.example">noc2@a.example</a>' in out.html
+    out = render_notice(sample("low_balance", noc_email='x" onclick="evil()',
+                               switch_alias="<script>x</script>"), config())
+    assert "<script>" not in out.html and 'onclick="' not in out.html
+    assert "<script>x</script>" in out.text
+
+
+def test_operators_may_use_the_contact_tags() -> None:
+    cfg = config(lowbalance_content="<p>{switch_alias} {noc_email} {switch_ip}</p>")
+    out = render_notice(sample("low_balance"), cfg)
+    assert "<p>CarrierX noc@carrier.example 203.0.113.10</p>" in out.html
+    assert out.unknown_tags == ()

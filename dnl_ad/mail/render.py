@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from email.utils import parseaddr
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ _BALANCE_TAGS = ("company_name", "client_name", "current_date", "date", "time", 
 
 # Tags every alert carries: the client's currency code (money tags print the bare amount,
 # so "{balance} {currency}" never shows the code twice).
-_COMMON_TAGS = ("currency",)
+# The operator's own: switch name (signs the mail) and NOC address (the contact line).
+_COMMON_TAGS = ("currency", "switch_alias", "switch_ip", "noc_email")
 
 # Every tag PROVIDER_DB.md lists, per alert kind: what `{tag}` may name in a template.
 KNOWN_TAGS: dict[str, tuple[str, ...]] = {
@@ -225,6 +227,19 @@ def account_name(client_name: object, company_name: object) -> str:
     return client or company
 
 
+def contact_addresses(text: object) -> list[str]:
+    """`noc_email|addresses`: the free-text address field ('a@x.com; B <b@y.com>') as bare
+    addresses; a piece that is no address is kept as written (it is the operator's text)."""
+    found = []
+    for piece in re.split(r"[;,]", str(text or "")):
+        piece = " ".join(piece.split())
+        if not piece:
+            continue
+        _, addr = parseaddr(piece)
+        found.append(addr if addr and "@" in addr else piece)
+    return list(dict.fromkeys(found))
+
+
 @lru_cache(maxsize=8)
 def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
     env = _add_helpers(sandbox.BoundedSandbox(
@@ -233,6 +248,7 @@ def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
         keep_trailing_newline=True,
     ))
     env.globals["account"] = account_name
+    env.filters["addresses"] = sandbox.guarded_filter("addresses", contact_addresses)
     return env
 
 
