@@ -155,6 +155,7 @@ def test_only_absolute_links_reach_the_mail(link: str) -> None:
     assert "Download:" not in out.text and "Rate portal" not in out.text
     assert re.findall(r'href="([^"]*)"', out.html) == ["mailto:noc@carrier.example"]
     assert "Please download them by 2026-03-04 07:59:59 GMT+08:00" in out.text
+    assert "from our customer portal" in out.text and "from our customer portal" in out.html
 
 
 def test_absolute_url_test() -> None:
@@ -210,8 +211,7 @@ def test_no_credit_rows_for_a_client_without_credit(kind: str) -> None:
 def test_text_part_explains_buy_and_sell_as_the_html_does(kind: str) -> None:
     out = render_notice(sample(kind), config())
     for part in (out.text, out.html):
-        assert "Buy: the" in part and "you sent to us" in part
-        assert "Sell: the" in part and "we sent to you" in part
+        assert "your traffic to us" in part and "our traffic to you" in part
 
 
 def test_account_named_once_when_company_and_client_names_agree() -> None:
