@@ -227,17 +227,22 @@ def account_name(client_name: object, company_name: object) -> str:
     return client or company
 
 
-def contact_addresses(text: object) -> list[str]:
+def contact_addresses(text: object) -> tuple[str, ...]:
     """`noc_email|addresses`: the free-text address field ('a@x.com; B <b@y.com>') as bare
     addresses; a piece that is no address is kept as written (it is the operator's text)."""
+    return _contact_addresses(str(text or ""))
+
+
+@lru_cache(maxsize=64)  # one system_parameter value for every notice of a sweep
+def _contact_addresses(text: str) -> tuple[str, ...]:
     found = []
-    for piece in re.split(r"[;,]", str(text or "")):
+    for piece in re.split(r"[;,]", text):
         piece = " ".join(piece.split())
         if not piece:
             continue
         _, addr = parseaddr(piece)
         found.append(addr if addr and "@" in addr else piece)
-    return list(dict.fromkeys(found))
+    return tuple(dict.fromkeys(found))
 
 
 @lru_cache(maxsize=8)
