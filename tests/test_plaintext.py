@@ -30,6 +30,7 @@ from dnl_ad.mail.plaintext import html_to_text
     ("<html><head><title>T</title><style>p { x: y }</style></head><body>"
      "<script>alert(1)</script><p>body</p></body></html>", "body\n"),
     ("&amp; &lt;tag&gt; &eacute; &#8364;", "& <tag> é €\n"),
+    ("<td>5.00&nbsp;USD</td>", "5.00 USD\n"),
     ("", "\n"),
 ])
 def test_html_to_text(html: str, text: str) -> None:

@@ -150,6 +150,7 @@ class _Parser(HTMLParser):
         body = re.sub(rf"[{_LINE}{_PARA}]+",
                       lambda m: "\n\n" if _PARA in m.group(0) or len(m.group(0)) > 1 else "\n",
                       body)
+        body = body.replace("\xa0", " ")  # &nbsp; keeps words together on screen only
         return "\n".join(line.strip() for line in body.strip().splitlines())
 
 

@@ -162,12 +162,16 @@ class Money(Decimal):
 def money_filter(context: Any, value: Any) -> Any:
     """`{{ balance|money }}`: an amount with the client's currency code ('12.34 USD',
     '(5.50) USD'); just the amount when the code is empty; a non-amount (e.g. 'unknown')
-    as it is."""
+    as it is. In HTML a no-break space keeps the code on the amount's line."""
     if not isinstance(value, Decimal):
         return value
     code = " ".join(str(context.get("currency") or "").split())
     amount = format_money(value)
-    return f"{amount} {code}" if code else amount
+    if not code:
+        return amount
+    if context.eval_ctx.autoescape:
+        return Markup("{}&nbsp;{}").format(amount, code)
+    return f"{amount} {code}"
 
 
 _ABSOLUTE_URL = re.compile(r"(?i)^(https?|ftp)://[^\s/?#]+[^\s]*$")
