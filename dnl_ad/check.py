@@ -139,6 +139,8 @@ def check_cdr(cur: db.Cursor, settings: Settings) -> list[Row]:
 
 def _sample_value(tag: str, now: dt.datetime) -> Any:
     """A plausible value for a tag, typed as alerts pass them (money as Decimal, ...)."""
+    if tag in ("currency", "noc_email"):
+        return {"currency": "USD", "noc_email": "noc@carrier.example"}[tag]
     if any(w in tag for w in ("balance", "amount", "credit", "cost")):
         return Decimal("1234.50")
     if any(w in tag for w in ("calls", "count")):

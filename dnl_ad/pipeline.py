@@ -60,11 +60,20 @@ class Pipeline:
         False when its dedupe key was already in the outbox.
 
         A notice without a valid recipient (or sender) is still recorded, as failed with
-        its email_log row, so the operator sees it; it counts in `failed`.
+        its email_log row, so the operator sees it; it counts in `failed`. So is a notice
+        whose data holds a bad amount (NaN, infinite, >= 1e15): never sent, one log line
+        naming the client and the tag, once (its dedupe key is then taken).
         """
         notice = self.with_common_tags(notice)
-        rendered = mail_render.render_notice(notice, self.mail_config)
+        try:
+            rendered = mail_render.render_notice(notice, self.mail_config)
+            bad_data = ""
+        except mail_render.BadAmount as exc:
+            rendered = mail_render.unrendered(notice, self.mail_config)
+            bad_data = f"bad data: {exc}"
         mail = mail_message.build(notice, rendered, self.mail_config)
+        if bad_data:
+            mail = dataclasses.replace(mail, error=bad_data)
         who = ", ".join(mail.recipients) or "(nobody)"
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
