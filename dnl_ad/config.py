@@ -181,6 +181,7 @@ class Settings:
     catchup_hours: int = 24
     suspend_grace_minutes: int = 0
     suspend_max_overdue_days: int = 3
+    report_settle_minutes: int = 30
     owner_billing_email: str = ""
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
@@ -239,6 +240,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CATCHUP_HOURS": ("catchup_hours", _int_range(0, 24 * 31)),
     "SUSPEND_GRACE_MINUTES": ("suspend_grace_minutes", _int_range(0, 7 * 24 * 60)),
     "SUSPEND_MAX_OVERDUE_DAYS": ("suspend_max_overdue_days", _int_range(0, 3650)),
+    "REPORT_SETTLE_MINUTES": ("report_settle_minutes", _int_range(0, 24 * 60)),
     "OWNER_BILLING_EMAIL": ("owner_billing_email", _str),
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),

@@ -153,6 +153,8 @@ def settings(dsn: str, smtp: SmtpSink, tmp_path: Path) -> Settings:
         retry_base_seconds=1,
         retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
+        # the send-hour tests read exact instants; the settle delay has tests of its own
+        report_settle_minutes=0,
     )
 
 

@@ -42,6 +42,7 @@ RETRY_MAX_SECONDS = 100
 CATCHUP_HOURS = 6
 SUSPEND_GRACE_MINUTES = 15
 SUSPEND_MAX_OVERDUE_DAYS = 7
+REPORT_SETTLE_MINUTES = 45
 OWNER_BILLING_EMAIL = owner@carrier.example
 DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
@@ -82,6 +83,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.max_attempts, s.retry_base_seconds, s.retry_max_seconds) == (4, 10, 100)
     assert (s.catchup_hours, s.suspend_grace_minutes) == (6, 15)
     assert (s.suspend_max_overdue_days, s.owner_billing_email) == (7, "owner@carrier.example")
+    assert s.report_settle_minutes == 45
     assert s.dry_run is True and s.dry_run_dir == "/tmp/dry"
     assert s.own_schema == "alerts_own"
     assert s.template_dir == "/opt/tpl"

@@ -378,3 +378,107 @@ def test_columns_v5_lacks_read_as_empty(v5_conn, v5_database, v5_settings, colum
         config = MailConfig.load(cur, v5_settings)
     assert config.part("no_download_rate", "cc") is None
     assert column not in config.templates
+
+
+# --- usage summary settings: period, grouping, CDR links, settling -------------------
+
+def _coded_traffic(conn, client_id: int, trunk: int, at: dt.datetime, country: str,
+                   code_name: str, calls: int, cost: str) -> None:
+    f.traffic(conn, report_time=at, ingress_client_id=client_id, ingress_id=trunk,
+              ingress_total_calls=calls, not_zero_calls=calls, ingress_bill_time=calls * 60,
+              ingress_call_cost=Decimal(cost), ingress_country=country,
+              ingress_code_name=code_name, ingress_code="52")
+
+
+@pytest.mark.parametrize(("group_by", "shown", "hidden"), [
+    (0, ["Mexico", "Brazil"], ["Mexico Mobile"]),
+    (1, ["Mexico Mobile", "Mexico Fixed", "Brazil Mobile"], []),
+])
+def test_usage_summary_detail_rows_follow_group_by(v5_conn, v5_database, v5_settings, smtp,
+                                                   group_by, shown, hidden) -> None:
+    seed_system(v5_conn)
+    c = ui_client(v5_conn, "grouped", is_auto_summary=True, auto_summary_hour=0,
+                  auto_summary_group_by=group_by)
+    t = f.trunk(v5_conn, c["client_id"], alias="grouped-in")["resource_id"]
+    _coded_traffic(v5_conn, c["client_id"], t, DAY_START + dt.timedelta(hours=2), "Mexico",
+                   "Mexico Mobile", 10, "7.00")
+    _coded_traffic(v5_conn, c["client_id"], t, DAY_START + dt.timedelta(hours=3), "Mexico",
+                   "Mexico Fixed", 5, "1.00")
+    _coded_traffic(v5_conn, c["client_id"], t, DAY_START + dt.timedelta(hours=4), "Brazil",
+                   "Brazil Mobile", 4, "2.50")
+    assert usage_summary.sweep(v5_database, NOW, v5_settings).queued == 1
+    [mail] = deliver(v5_database, v5_settings, smtp)
+    text = body(mail)
+    for name in shown:
+        assert name in text, name
+    for name in hidden:
+        assert name not in text, name
+    if group_by == 0:  # both Mexico rows summed in one line
+        assert "8.00" in text.split("Mexico", 1)[1].splitlines()[0]
+
+
+def test_usage_summary_every_four_hours(v5_conn, v5_database, v5_settings) -> None:
+    seed_system(v5_conn)
+    settings = v5_settings.replace(report_settle_minutes=30, catchup_hours=0)
+    c = ui_client(v5_conn, "fourhourly", is_auto_summary=True, auto_send_zone="+00:00",
+                  auto_summary_period=4, auto_summary_hour=6)
+    t = f.trunk(v5_conn, c["client_id"], alias="fh-in")["resource_id"]
+    for hour in (3, 5, 7, 8):
+        _coded_traffic(v5_conn, c["client_id"], t, utc(2026, 11, 21, hour), "Mexico",
+                       "Mexico Mobile", 1, f"{hour}.00")
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 8, 29), settings).queued == 0
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 8, 30), settings).queued == 1
+    [row] = f.rows(v5_conn, "SELECT dedupe_key, text_body FROM dnl_ad.outbox")
+    assert row["dedupe_key"] == f"usage_summary:{c['client_id']}:2026-11-21T04:00"
+    assert "12.00" in row["text_body"]  # the 05:00 and 07:00 rows: 5 + 7, not 3 nor 8
+    assert "2026-11-21 04:00:00" in row["text_body"] and "07:59:59" in row["text_body"]
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 8, 31), settings).queued == 0
+
+
+def test_minute_periods_are_served_hourly_and_said_once(v5_conn, v5_database, v5_settings,
+                                                        caplog) -> None:
+    seed_system(v5_conn)
+    settings = v5_settings.replace(catchup_hours=0)
+    c = ui_client(v5_conn, "quarter", is_auto_summary=True, auto_send_zone="+00:00",
+                  auto_summary_period=-15)
+    caplog.set_level("WARNING")
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 9, 0), settings).queued == 1
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 9, 15), settings).queued == 0
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 10, 0), settings).queued == 1
+    lines = [r.getMessage() for r in caplog.records if "auto_summary_period" in r.getMessage()]
+    assert len(lines) == 1 and f"client {c['client_id']}" in lines[0]
+
+
+def test_usage_summary_includes_the_cdr_links(v5_conn, v5_database, v5_settings, smtp) -> None:
+    seed_system(v5_conn)
+    c = ui_client(v5_conn, "withcdr", is_auto_summary=True, auto_summary_hour=0,
+                  auto_summary_include_cdr=True)
+    t = f.trunk(v5_conn, c["client_id"], alias="withcdr-in")["resource_id"]
+    _coded_traffic(v5_conn, c["client_id"], t, DAY_START + dt.timedelta(hours=2), "Mexico",
+                   "Mexico Mobile", 3, "1.00")
+    plain = ui_client(v5_conn, "nocdr", is_auto_summary=True, auto_summary_hour=0)
+    t2 = f.trunk(v5_conn, plain["client_id"], alias="nocdr-in")["resource_id"]
+    _coded_traffic(v5_conn, plain["client_id"], t2, DAY_START + dt.timedelta(hours=2),
+                   "Mexico", "Mexico Mobile", 3, "1.00")
+    assert usage_summary.sweep(v5_database, NOW, v5_settings).queued == 2
+    mails = {m.rcpt_tos[0]: m for m in deliver(v5_database, v5_settings, smtp)}
+    with_cdr = html(mails["billing@withcdr.example"])
+    assert f"i={t}" in with_cdr and "portal.carrier.example/cdr" in with_cdr
+    assert "portal.carrier.example/cdr" not in html(mails["billing@nocdr.example"])
+
+
+def test_a_day_is_read_only_once_it_has_settled(v5_conn, v5_database, v5_settings) -> None:
+    """The switch writes an hour's rows minutes after the hour: with send hour 0 the day
+    is read REPORT_SETTLE_MINUTES after midnight, and its last hour is in the mail."""
+    seed_system(v5_conn)
+    settings = v5_settings.replace(report_settle_minutes=30)
+    c = ui_client(v5_conn, "settled", is_auto_summary=True, auto_send_zone="+00:00",
+                  auto_summary_hour=0, auto_summary_not_zero=1)
+    t = f.trunk(v5_conn, c["client_id"], alias="settled-in")["resource_id"]
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 0, 5), settings).queued == 0
+    # the 23:00 row lands at 00:20, after a sweep at 00:05 that must not freeze the day
+    _coded_traffic(v5_conn, c["client_id"], t, utc(2026, 11, 20, 23), "Mexico",
+                   "Mexico Mobile", 3, "4.25")
+    assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 0, 30), settings).queued == 1
+    [row] = f.rows(v5_conn, "SELECT text_body FROM dnl_ad.outbox")
+    assert "4.25" in row["text_body"]

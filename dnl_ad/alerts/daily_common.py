@@ -58,6 +58,7 @@ class DailySpec:
     own_send_time: bool = False       # balance summary: daily_balance_send_time when set
     report_zone_column: str = ""      # CDR: daily_cdr_generation_zone names the day's zone
     days_column: str = ""             # balance summary: numer_of_days_balance
+    period_column: str = ""           # usage summary: auto_summary_period
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timede
 _CLIENTS = sql.SQL(
     "SELECT c.client_id, c.auto_summary_hour, c.auto_send_zone, "
     "c.daily_balance_send_time, c.daily_balance_send_time_zone, "
-    "c.daily_cdr_generation_zone, c.numer_of_days_balance, "
+    "c.daily_cdr_generation_zone, c.numer_of_days_balance, c.auto_summary_period, "
     "c.last_autoreport_time, c.last_autobalance_time, c.last_cdrdown_time, "
     "(SELECT s.sys_timezone FROM system_parameter s ORDER BY s.sys_id LIMIT 1) AS sys_timezone "
     "FROM client c WHERE c.status AND coalesce(c.{flag}, false) ORDER BY c.client_id"
@@ -187,10 +188,45 @@ class _When:
     minute: int
     report_zone: dt.tzinfo   # the zone of the report's day (CDR: its own)
     days: int                # days one report covers (balance summary: numer_of_days_balance)
+    period_hours: int = 24   # usage summary: auto_summary_period (24 = the daily report)
+    settle: dt.timedelta = dt.timedelta(0)  # REPORT_SETTLE_MINUTES
+
+
+# auto_summary_period values the v5 UI offers (hours; -15/-30 are minutes).
+_PERIODS = {24, 12, 8, 6, 4, 2, 1, -15, -30}
+
+
+def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory) -> int:
+    """auto_summary_period as whole hours. cdr_report_detail holds one row per hour, so a
+    15- or 30-minute period cannot be computed: it is served hourly (logged once)."""
+    if value is None:
+        return 24
+    try:
+        period = int(value)
+    except (TypeError, ValueError):
+        period = 0
+    if period not in _PERIODS:
+        period = 24
+        note = f"period:{spec.kind}:{client_id}:{value}"
+    elif period < 0:
+        note = f"minutes:{spec.kind}:{client_id}:{value}"
+    else:
+        return period
+    if note not in mem.logged:
+        mem.logged[note] = dt.date.max
+        if period < 0:
+            log.warning("%s: client %s: auto_summary_period %s minutes cannot be served from "
+                        "cdr_report_detail (hourly rows); summaries go hourly", spec.kind,
+                        client_id, -period)
+        else:
+            log.warning("%s: client %s: auto_summary_period %r is not one the UI offers "
+                        "(1, 2, 4, 6, 8, 12, 24 hours); the daily summary is sent", spec.kind,
+                        client_id, value)
+    return 1 if period < 0 else period
 
 
 def _when(spec: DailySpec, row: Mapping[str, Any], mem: _Memory,
-          resolver: clock.ZoneResolver | None) -> _When:
+          resolver: clock.ZoneResolver | None, settle: dt.timedelta) -> _When:
     cid = row["client_id"]
     resolve = (resolver or clock.RESOLVER).resolve
     zone, _ = resolve(cid, [("auto_send_zone", row["auto_send_zone"]),
@@ -214,7 +250,10 @@ def _when(spec: DailySpec, row: Mapping[str, Any], mem: _Memory,
             days = min(max(int(row[spec.days_column] or 1), 1), 31)
         except (TypeError, ValueError):
             days = 1
-    return _When(zone, hour, minute, report_zone, days)
+    period = 24
+    if spec.period_column:
+        period = period_hours(spec, cid, row[spec.period_column], mem)
+    return _When(zone, hour, minute, report_zone, days, period, settle)
 
 
 def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
@@ -232,6 +271,7 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     now = clock.require_aware(now)
     mem = memory_for(database)
     window = grace(settings)
+    settle = dt.timedelta(minutes=settings.report_settle_minutes)
     mem.prune(clock.local_date(now - window, clock.UTC) - dt.timedelta(days=3))
     query = _CLIENTS.format(flag=sql.Identifier(spec.flag))  # the flag column, never data
     cur.execute(query)
@@ -241,20 +281,20 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     schedules: dict[_When, tuple[list[_Slot], _Slot | None]] = {}
     for row in cur.fetchall():
         cid = row["client_id"]
-        when = _when(spec, row, mem, resolver)
+        when = _when(spec, row, mem, resolver, settle)
         sched = schedules.get(when)
         if sched is None:
             sched = schedules[when] = _schedule(now, when, window)
         fresh, old = sched
         sent_before = row.get(spec.taken_over) if spec.taken_over else None
         for slot in fresh:
-            due = Due(cid, when.report_zone, *slot, dedupe_key(spec.kind, cid, slot[0]))
+            due = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
             if sent_before is not None and sent_before >= due.due_at:
                 _settle_taken_over(spec, due, sent_before, mem)
                 continue
             candidates.append(due)
         if old is not None and not (sent_before is not None and sent_before >= old[3]):
-            stale.append(Due(cid, when.report_zone, *old, dedupe_key(spec.kind, cid, old[0])))
+            stale.append(Due(cid, when.report_zone, *old, slot_key(spec.kind, cid, old, when)))
     keys = [d.key for d in candidates if d.key not in mem.settled]
     keys += [d.key for d in stale if d.key not in mem.logged]
     queued = outbox.already_queued(cur, settings.own_schema, keys)
@@ -277,18 +317,72 @@ def _settle_taken_over(spec: DailySpec, due: Due, sent: dt.datetime, mem: _Memor
 _Slot = tuple[dt.date, dt.datetime, dt.datetime, dt.datetime]
 
 
+def slot_key(kind: str, client_id: int, slot: _Slot, when: _When) -> str:
+    """`<kind>:<client>:<local date>` for a daily report; a shorter period adds its local
+    start (`usage_summary:7:2026-11-20T04:00`)."""
+    if when.period_hours == 24:
+        return dedupe_key(kind, client_id, slot[0])
+    start = slot[1].astimezone(when.report_zone)
+    return f"{kind}:{client_id}:{start:%Y-%m-%dT%H:%M}"
+
+
 def _schedule(now: dt.datetime, when: _When, window: dt.timedelta
               ) -> tuple[list[_Slot], _Slot | None]:
+    """The report slots due in (now - window, now] and the latest one older than that.
+
+    A report is due at its send instant, but never before its window has settled
+    (REPORT_SETTLE_MINUTES after the window ends: the switch writes an hour's
+    cdr_report_detail rows minutes after the hour), so a report read too early cannot
+    miss the last hour's traffic.
+    """
+    if when.period_hours != 24:
+        return _period_schedule(now, when, window)
+
     def slot(send_zone_day: dt.date, due_at: dt.datetime) -> _Slot:
         # the report covers the day(s) before the send instant, in the report's zone
         last = clock.local_date(due_at, when.report_zone) - dt.timedelta(days=1)
         first = last - dt.timedelta(days=when.days - 1)
         start, _ = clock.day_window(first, when.report_zone)
         _, end = clock.day_window(last, when.report_zone)
-        return (last, start, end, due_at)
+        return (last, start, end, max(due_at, end + when.settle))
 
-    fresh, old = due_instants(now, when.zone, when.hour, window, when.minute)
-    return [slot(*f) for f in fresh], (slot(*old) if old is not None else None)
+    fresh, old = due_instants(now, when.zone, when.hour, window + when.settle, when.minute)
+    slots = [slot(*f) for f in fresh]
+    stale = slot(*old) if old is not None else None
+    fresh_slots = []
+    for s in slots:
+        if s[3] > now:
+            continue  # not settled yet
+        if now - s[3] <= window:
+            fresh_slots.append(s)
+        else:
+            stale = s
+    return fresh_slots, stale
+
+
+def _period_schedule(now: dt.datetime, when: _When, window: dt.timedelta
+                     ) -> tuple[list[_Slot], _Slot | None]:
+    """Slots of a period shorter than a day: blocks of `period_hours` aligned to local
+    midnight in the send zone, each due once it has ended and settled."""
+    step = dt.timedelta(hours=when.period_hours)
+    day = clock.local_date(now - window - when.settle - step, when.zone)
+    fresh: list[_Slot] = []
+    stale: _Slot | None = None
+    while True:
+        start = clock.local_instant(day, when.zone)
+        day_end = clock.local_instant(day + dt.timedelta(days=1), when.zone)
+        while start < day_end:
+            end = min(start + step, day_end)
+            due_at = end + when.settle
+            if due_at > now:
+                return fresh, stale
+            local_day = clock.local_date(start, when.zone)
+            if now - due_at <= window:
+                fresh.append((local_day, start, end, due_at))
+            else:
+                stale = (local_day, start, end, due_at)
+            start = end
+        day += dt.timedelta(days=1)
 
 
 def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
