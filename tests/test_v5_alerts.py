@@ -482,3 +482,39 @@ def test_a_day_is_read_only_once_it_has_settled(v5_conn, v5_database, v5_setting
     assert usage_summary.sweep(v5_database, utc(2026, 11, 21, 0, 30), settings).queued == 1
     [row] = f.rows(v5_conn, "SELECT text_body FROM dnl_ad.outbox")
     assert "4.25" in row["text_body"]
+
+
+def test_check_exits_0_on_a_v5_database(v5_conn, v5_settings, smtp) -> None:
+    import io
+
+    seed_system(v5_conn)
+    ui_client(v5_conn, "a", balance=10.0, is_daily_balance_notification=True,
+              low_config={"value_type": 0, "actual_notify_balance": 50})
+    out = io.StringIO()
+    assert check.main(v5_settings, out=out) == 0, out.getvalue()
+    text = out.getvalue()
+    assert "clients enabled per alert" in text and "low balance 1" in text
+    assert "rate sends pending" in text and "all checks passed" in text
+
+
+def test_take_over_a_pending_warning_the_original_sent(v5_conn, v5_database, v5_settings,
+                                                       caplog) -> None:
+    """email_log names no trunk: a stage counts as sent when the original mailed the client
+    a type-36 notice after that stage's window opened."""
+    seed_system(v5_conn)
+    warned, _ = _trunk_with_send(v5_conn, "warned", NOW.date())
+    fresh, _ = _trunk_with_send(v5_conn, "fresh", NOW.date())
+    stale, _ = _trunk_with_send(v5_conn, "stale", NOW.date())
+    for t, at in ((warned, NOW - dt.timedelta(hours=1)), (stale, NOW - dt.timedelta(days=3))):
+        f.insert(v5_conn, "email_log", client_id=t["client_id"], type=36, status=0,
+                 send_time=at, subject="Pending Trunk Suspension Notice",
+                 alert_rule="pending trunk", email_addresses="x@client.example")
+    caplog.set_level("INFO")
+    result = trunk_pending.sweep(v5_database, NOW, v5_settings)
+    keys = {r["client_id"] for r in f.rows(v5_conn, "SELECT client_id FROM dnl_ad.outbox")}
+    assert keys == {fresh["client_id"], stale["client_id"]}  # a mail 3 days ago was another
+    assert result.queued == 2
+    assert any("already sent by the original daemon" in r.getMessage() and
+               "warned-in" in r.getMessage() for r in caplog.records)
+    # dnl_ad's own email_log rows never count as the original's
+    assert trunk_pending.sweep(v5_database, NOW, v5_settings).queued == 0

@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import db, outbox
 from ..config import Settings
+from ..contract import EMAIL_TYPE
 from ..notice import Notice
 from ..pipeline import Pipeline
 from . import SweepResult, trunk_common
@@ -73,6 +74,36 @@ def dedupe_key(resource_id: int, rate_send_id: int, stage: int) -> str:
     return f"{KIND}:{resource_id}:{rate_send_id}:{stage}"
 
 
+# email_log.alert_rule of dnl_ad's own trunk notices (see Notice.alert_rule below)
+OWN_RULE_PREFIX = "rate deck not downloaded"
+_TAKEN_OVER_LOGGED: set[tuple[str, str]] = set()
+
+
+def sent_by_original(cur: db.Cursor, client_ids: list[int]) -> dict[int, dt.datetime]:
+    """client -> the last trunk notice (email_log type 36) another sender wrote, i.e. the
+    original dnl_ad before the take-over: one query. email_log names no trunk, so a
+    client's stage counts as sent when the original mailed that client after the stage's
+    window opened."""
+    if not client_ids:
+        return {}
+    cur.execute("SELECT client_id, max(send_time) AS last FROM email_log "
+                "WHERE type = %s AND client_id = ANY(%s) AND send_time IS NOT NULL "
+                "AND coalesce(alert_rule, '') NOT LIKE %s GROUP BY client_id",
+                (EMAIL_TYPE[KIND], sorted(set(client_ids)), OWN_RULE_PREFIX + "%"))
+    return {r["client_id"]: r["last"] for r in cur.fetchall()}
+
+
+def _note_taken_over(database: db.Database, cand: trunk_common.Candidate, stage: int,
+                     last: dt.datetime) -> None:
+    key = (database.safe_name, dedupe_key(cand.resource_id, cand.rate_send_id, stage))
+    if key in _TAKEN_OVER_LOGGED:
+        return
+    _TAKEN_OVER_LOGGED.add(key)
+    log.info("trunk_pending: client %s trunk %s %r rate send %s: the %s h warning was already "
+             "sent by the original daemon (email_log at %s); not sent again", cand.client_id,
+             cand.resource_id, cand.alias, cand.rate_send_id, stage, last.isoformat())
+
+
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:
     """Queue the due stage's warning for every trunk whose latest rate send is pending.
 
@@ -97,9 +128,17 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         done = outbox.already_queued(
             cur, settings.own_schema,
             [dedupe_key(c.resource_id, c.rate_send_id, s) for c, s in due])
+        original = sent_by_original(cur, [c.client_id for c, s in due
+                                           if dedupe_key(c.resource_id, c.rate_send_id, s)
+                                           not in done])
         for cand, stage in due:
             key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
             if key in done:
+                result.duplicates += 1
+                continue
+            last = original.get(cand.client_id)
+            if last is not None and last >= cand.deadline - dt.timedelta(hours=stage):
+                _note_taken_over(database, cand, stage, last)
                 result.duplicates += 1
                 continue
             template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
@@ -109,7 +148,7 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                     kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
                     recipients=cand.recipients,
                     context=trunk_common.context(cand, pipeline.system), decided_at=now,
-                    alert_rule=f"rate deck not downloaded; {stage} h warning",
+                    alert_rule=f"{OWN_RULE_PREFIX}; {stage} h warning",
                     resource_id=cand.resource_id,
                     meta={"rate_send_id": cand.rate_send_id, "stage": stage},
                 )
