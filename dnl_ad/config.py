@@ -182,6 +182,10 @@ class Settings:
     suspend_grace_minutes: int = 0
     suspend_max_overdue_days: int = 3
     report_settle_minutes: int = 30
+    sweep_batch: int = 200
+    db_lock_timeout_seconds: int = 5
+    db_statement_timeout_seconds: int = 300
+    db_idle_in_transaction_seconds: int = 600
     owner_billing_email: str = ""
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
@@ -241,6 +245,11 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SUSPEND_GRACE_MINUTES": ("suspend_grace_minutes", _int_range(0, 7 * 24 * 60)),
     "SUSPEND_MAX_OVERDUE_DAYS": ("suspend_max_overdue_days", _int_range(0, 3650)),
     "REPORT_SETTLE_MINUTES": ("report_settle_minutes", _int_range(0, 24 * 60)),
+    "SWEEP_BATCH": ("sweep_batch", _int_range(1, 10000)),
+    "DB_LOCK_TIMEOUT_SECONDS": ("db_lock_timeout_seconds", _int_range(0, 3600)),
+    "DB_STATEMENT_TIMEOUT_SECONDS": ("db_statement_timeout_seconds", _int_range(0, 86400)),
+    "DB_IDLE_IN_TRANSACTION_SECONDS": ("db_idle_in_transaction_seconds",
+                                       _int_range(0, 86400)),
     "OWNER_BILLING_EMAIL": ("owner_billing_email", _str),
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),

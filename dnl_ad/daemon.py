@@ -174,7 +174,8 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
           ready: Callable[[str], None] = lambda message: None,
           on_reload: Callable[[Settings], None] | None = None) -> int:
     """Start up, run the loop until a stop request, shut down. Returns the exit status."""
-    database = db.Database(settings.connection_string, sleep=wakeup.sleep)
+    database = db.Database(settings.connection_string, sleep=wakeup.sleep,
+                           timeouts=db.SessionTimeouts.from_settings(settings))
     try:
         startup(database, settings, dt.datetime.now(dt.timezone.utc))
     except Exception as exc:

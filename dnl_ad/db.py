@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,44 @@ def scrub(text: str) -> str:
     )
 
 
-def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10) -> Connection:
-    """Open one connection with dnl_ad's session settings (UTC, mapping rows)."""
+@dataclass(frozen=True)
+class SessionTimeouts:
+    """Server-side limits of every dnl_ad session, in seconds (0: off).
+
+    lock_timeout: a row the web UI holds locked makes a statement fail after this, instead
+    of stalling the daemon (sweeps skip locked rows anyway; this is the safety net).
+    statement_timeout: a runaway query ends. idle_in_transaction: a hung daemon never holds
+    locks on the switch's tables for long.
+    """
+
+    lock: float = 5
+    statement: float = 300
+    idle_in_transaction: float = 600
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SessionTimeouts:
+        return cls(settings.db_lock_timeout_seconds, settings.db_statement_timeout_seconds,
+                   settings.db_idle_in_transaction_seconds)
+
+    def statements(self) -> list[tuple[str, str]]:
+        """(SET statement, value in ms) pairs; values are bound, never formatted in."""
+        return [("SELECT set_config('lock_timeout', %s, false)", _ms(self.lock)),
+                ("SELECT set_config('statement_timeout', %s, false)", _ms(self.statement)),
+                ("SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                 _ms(self.idle_in_transaction))]
+
+
+def _ms(seconds: float) -> str:
+    return str(int(seconds * 1000))
+
+
+DEFAULT_TIMEOUTS = SessionTimeouts()
+
+
+def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10,
+            timeouts: SessionTimeouts | None = None) -> Connection:
+    """Open one connection with dnl_ad's session settings (UTC, mapping rows, and the
+    server-side timeouts when given)."""
     conn = psycopg2.connect(
         dsn,
         application_name=APPLICATION_NAME,
@@ -82,6 +119,8 @@ def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10) ->
     conn.autocommit = autocommit
     with conn.cursor() as cur:
         cur.execute("SET TIME ZONE 'UTC'")
+        for statement, value in (timeouts.statements() if timeouts else []):
+            cur.execute(statement, (value,))
     if not autocommit:
         conn.commit()
     return conn
@@ -96,8 +135,10 @@ class Database:
     """
 
     def __init__(self, dsn: str, *, min_backoff: float = 0.5, max_backoff: float = 30.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 timeouts: SessionTimeouts = DEFAULT_TIMEOUTS) -> None:
         self._dsn = dsn
+        self.timeouts = timeouts
         self._conn: Connection | None = None
         self._min_backoff, self._max_backoff = min_backoff, max_backoff
         self._sleep = sleep
@@ -114,7 +155,7 @@ class Database:
         delay = self._min_backoff
         for attempt in range(1, attempts + 1):
             try:
-                self._conn = connect(self._dsn)
+                self._conn = connect(self._dsn, timeouts=self.timeouts)
             except CONNECTION_ERRORS as exc:
                 self._mark_down(exc)
                 if attempt == attempts:

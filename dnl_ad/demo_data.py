@@ -7,7 +7,7 @@ server, never row by row: 100,000 clients load in well under a minute.
 What a client gets is a pure function of its number, so a bench or a test can say
 "client 50 is under its low-balance threshold" without reading the data back:
 
-    i % 50 == 0   under the low-balance threshold      (2 %)
+    i % 50 == 10  under the low-balance threshold      (2 %)
     i % 100 == 1  at or below zero / the credit limit   (1 %)
     i % 997 == 0  no c4_client_balance row (balance unknown)
     i % 31 == 0   no client_low_balance_config row
@@ -121,7 +121,7 @@ def _balance(i: int) -> float | None:
     limit = 100 * (1 + i % 10)
     if i % 100 == 1:
         return -(limit + 10.25) if postpay else -5.5
-    if i % 50 == 0:
+    if i % 50 == 10:
         return -(limit * 0.9) if postpay else 42.75
     return 500.0 + i % 1000 + 0.5 if postpay else 1000.0 + i % 1000 + 0.25
 

@@ -29,10 +29,35 @@ class Pipeline:
     def __init__(self, settings: Settings, mail_config: mail_render.MailConfig) -> None:
         self.settings = settings
         self.mail_config = mail_config
-        self.queued = 0
-        self.duplicates = 0
-        self.failed = 0
-        self.mails: list[mail_message.Mail] = []  # dry run: what would be sent
+        # dedupe key -> outcome ("queued" / "duplicate" / "failed") and, in dry run, the
+        # mail: keyed, so a batch redone after a rollback (dnl_ad.batches) counts once
+        self._outcomes: dict[str, str] = {}
+        self._mails: dict[str, mail_message.Mail] = {}
+
+    def _count(self, outcome: str) -> int:
+        return sum(1 for o in self._outcomes.values() if o == outcome)
+
+    @property
+    def queued(self) -> int:
+        return self._count("queued")
+
+    @property
+    def duplicates(self) -> int:
+        return self._count("duplicate")
+
+    @property
+    def failed(self) -> int:
+        return self._count("failed")
+
+    @property
+    def outcomes(self) -> Mapping[str, str]:
+        """dedupe key -> what queue() did with it."""
+        return self._outcomes
+
+    @property
+    def mails(self) -> list[mail_message.Mail]:
+        """Dry run: what would be sent."""
+        return list(self._mails.values())
 
     @classmethod
     def open(cls, cur: Cursor, settings: Settings) -> Pipeline:
@@ -80,23 +105,23 @@ class Pipeline:
             if mail.error:
                 log.warning("dry run: %s client %s would be recorded as failed: %s "
                             "(written to %s)", notice.kind, notice.client_id, mail.error, path)
-                self.failed += 1
+                self._outcomes[notice.dedupe_key] = "failed"
             else:
                 log.info("dry run: %s client %s to %s subject %r written to %s", notice.kind,
                          notice.client_id, who, mail.subject, path)
-                self.queued += 1
-            self.mails.append(mail)
+                self._outcomes[notice.dedupe_key] = "queued"
+            self._mails[notice.dedupe_key] = mail
             return True
         new = outbox.enqueue(cur, self.settings.own_schema, notice, mail)
         if not new:
-            self.duplicates += 1
+            self._outcomes[notice.dedupe_key] = "duplicate"
             log.debug("already queued: %s", notice.dedupe_key)
         elif mail.error:
-            self.failed += 1
+            self._outcomes[notice.dedupe_key] = "failed"
             log.error("%s client %s not sendable, recorded as failed: %s (key %s)",
                       notice.kind, notice.client_id, mail.error, notice.dedupe_key)
         else:
-            self.queued += 1
+            self._outcomes[notice.dedupe_key] = "queued"
             log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
                      notice.client_id, who, mail.subject, notice.dedupe_key)
         return new

@@ -248,7 +248,8 @@ class Loop:
             return False
         if new.connection_string != self.settings.connection_string:
             self.database.close()
-            self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep)
+            self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep,
+                                        timeouts=db.SessionTimeouts.from_settings(new))
         self.settings = new
         self._build()
         log.info("configuration reloaded from %s; templates are read afresh; all jobs run now",

@@ -38,7 +38,7 @@ def test_generator_variety(conn) -> None:
         JOIN c4_client_balance b ON b.client_id = c.client_id::text
         JOIN client_low_balance_config l ON l.client_id = c.client_id
         WHERE c.mode = 1 AND l.value_type = 0 AND b.balance <= l.actual_notify_balance""")
-    assert under and all(r["client_id"] % 50 == 0 or r["client_id"] % 100 == 1 for r in under)
+    assert under and all(r["client_id"] % 50 == 10 or r["client_id"] % 100 == 1 for r in under)
 
     trunks = rows(conn, "SELECT * FROM resource")
     assert any("'" in t["alias"] and '"' in t["alias"] for t in trunks)

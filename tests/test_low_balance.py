@@ -314,7 +314,7 @@ def test_malformed_rows_are_logged_and_skipped_others_served(conn, database, set
     assert f"client {odd_zone['client_id']}: auto_send_zone '+99:99' is not a usable" in text
     assert f"client {no_threshold['client_id']}" in text and "actual_notify_balance" in text
     assert f"client {no_balance['client_id']}" in text and "balance is NULL" in text
-    assert f"client {boom['client_id']} (boom): could not queue" in text
+    assert f"client {boom['client_id']} (boom): queue the notice: failed" in text
     # odd zone fell back to +05:00: its next notice is due at 19:00 UTC, local midnight
     assert f.rows(conn, "SELECT next_due_at FROM dnl_ad.balance_episode WHERE client_id = %s",
                   (odd_zone["client_id"],))[0]["next_due_at"] == utc(2026, 11, 21, 19)
@@ -377,3 +377,39 @@ def test_smtp_outage_keeps_the_decision_and_mail_goes_out_later(conn, database, 
     log_rows = f.rows(conn, "SELECT client_id, type, status FROM email_log")
     assert log_rows == [{"client_id": c["client_id"], "type": 1, "status": 0}]
     assert delivery.deliver(database, settings, now=NOW + dt.timedelta(hours=1)).sent == 0
+
+
+def test_a_client_row_the_ui_holds_locked_is_skipped_not_waited_on(conn, database, settings,
+                                                                   dsn, caplog) -> None:
+    """Issue 16 item 4: the web UI holding one client row FOR UPDATE must not stall the
+    sweep: the others are served at once, the held one is said once and served once free.
+    Batches of 2 show that the batches around the held row are committed too."""
+    from dnl_ad import db
+
+    f.system(conn)
+    clients = [f.client(conn, balance=10.0, low_config=AMOUNT_50, **PREPAY) for _ in range(5)]
+    held = clients[2]["client_id"]
+    ui = db.connect(dsn)
+    settings = settings.replace(sweep_batch=2)
+    kw = {"resolver": clock.ZoneResolver(), "complaints": balance_common.Complaints()}
+
+    def sweep(database, settings, now=NOW):  # one daemon's memory across its sweeps
+        return low_balance.sweep(database, now, settings, **kw)
+
+    caplog.set_level(logging.INFO)
+    try:
+        with ui.cursor() as cur:
+            cur.execute("SELECT * FROM client WHERE client_id = %s FOR UPDATE", (held,))
+        first = sweep(database, settings)
+        second = sweep(database, settings, NOW + dt.timedelta(minutes=1))
+    finally:
+        ui.rollback()
+        ui.close()
+    assert first.queued == 4 and first.skipped == 1
+    assert second.queued == 0
+    assert {r["client_id"] for r in queued(conn)} == {c["client_id"] for c in clients} - {held}
+    lines = [r.getMessage() for r in caplog.records if "locked by another session" in
+             r.getMessage()]
+    assert len(lines) == 1 and f"client {held} " in lines[0]
+    assert sweep(database, settings, NOW + dt.timedelta(minutes=2)).queued == 1
+    assert held in {r["client_id"] for r in queued(conn)}

@@ -25,14 +25,14 @@ def test_preview_prints_one_clients_mail_and_writes_files(conn, settings, tmp_pa
     ini = _setup(conn, settings, tmp_path)
     before = snapshot(conn)
     eml, html = tmp_path / "p.eml", tmp_path / "p.html"
-    code = cli.main(["--config", ini, "preview", "low_balance", "--client", "50",
+    code = cli.main(["--config", ini, "preview", "low_balance", "--client", "10",
                      "--at", NOW.isoformat(), "--eml", str(eml), "--html", str(html)])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "To: billing50@client50.example" in out
-    assert "From: " in out and "Subject: " in out and "Message-ID: <low_balance.50." in out
+    assert "To: billing10@client10.example" in out
+    assert "From: " in out and "Subject: " in out and "Message-ID: <low_balance.10." in out
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
-    assert msg["To"] == "billing50@client50.example"
+    assert msg["To"] == "billing10@client10.example"
     assert msg["Subject"] in out
     assert msg.get_body(("plain",)).get_content().strip().splitlines()[0] in out
     assert "<" in html.read_text() and msg.get_body(("html",)) is not None

@@ -278,3 +278,29 @@ def test_delivered_over_smtp_with_both_halves(conn, database, settings, smtp) ->
     assert "total_call_sell=[0]" in html_part and "balance=[75.00]" in html_part
     theirs = by_to["other@client.example"].get_body(("html",)).get_content()
     assert "total_call_sell=[29]" in theirs and "total_billed_amount_sell=[5.80]" in theirs
+
+
+def test_a_quiet_day_is_recorded_not_later_logged_as_lost(conn, dsn, settings,
+                                                          caplog) -> None:
+    """Issue 16 item 9: a day with nothing to report is recorded as quiet; a restarted
+    daemon (no memory) neither reads it again nor logs it as a missed report."""
+    from dnl_ad import db
+
+    _setup(conn)
+    c = _summary_client(conn, "silent", "+08:00", 0, auto_summary_not_zero=1)
+    first = db.Database(dsn)
+    try:
+        assert usage_summary.sweep(first, utc(2026, 11, 20, 16, 5), settings).queued == 0
+    finally:
+        first.close()
+    quiet = f.rows(conn, "SELECT dedupe_key FROM dnl_ad.report_quiet")
+    assert quiet == [{"dedupe_key": _key(c)}]
+    caplog.set_level(logging.WARNING, logger="dnl_ad.alerts.daily_common")
+    restarted = db.Database(dsn)  # a new daemon: its memory is empty
+    try:
+        later = utc(2026, 11, 21, 20)  # 28 h after the due time: beyond CATCHUP_HOURS
+        usage_summary.sweep(restarted, later, settings.replace(catchup_hours=2))
+    finally:
+        restarted.close()
+    assert not [r for r in caplog.records if f"client {c['client_id']} day {DAY}"
+                in r.getMessage()]

@@ -106,22 +106,30 @@ def test_duplicate_days_limits_zero_notices_too(conn, database, settings) -> Non
     assert provider(conn, c["client_id"])[0] == 3
 
 
-def test_low_and_zero_episodes_are_independent(conn, database, settings) -> None:
-    """A client under both thresholds gets both notices; closing one leaves the other."""
+def test_zero_balance_supersedes_low_balance(conn, database, settings) -> None:
+    """A client under both thresholds gets only the zero-balance notice (it says more);
+    once back above zero but still low, the low-balance one goes; closing one leaves the
+    other."""
     from dnl_ad.alerts import low_balance
 
     f.system(conn)
     c = f.client(conn, balance=-1.0, low_config={"actual_notify_balance": 50},
                  is_daily_balance_notification=True, **PREPAY)
     kw = {"resolver": clock.ZoneResolver(), "complaints": balance_common.Complaints()}
-    assert low_balance.sweep(database, NOW, settings, **kw).queued == 1
     assert zero_balance.sweep(database, NOW, settings, **kw).queued == 1
+    assert low_balance.sweep(database, NOW, settings, **kw).queued == 0
+    assert low_balance.sweep(database, NOW + dt.timedelta(days=1), settings, **kw).queued == 0
     f.set_balance(conn, c["client_id"], 10.0)  # above zero, still low
-    later = NOW + dt.timedelta(hours=1)
+    later = NOW + dt.timedelta(days=1, hours=1)
     assert zero_balance.sweep(database, later, settings, **kw).state_changes == 1
-    assert low_balance.sweep(database, later, settings, **kw).state_changes == 0
+    assert low_balance.sweep(database, later, settings, **kw).queued == 1
     kinds = {r["kind"] for r in f.rows(conn, "SELECT kind FROM dnl_ad.balance_episode")}
     assert kinds == {"low_balance"}
+    # without the zero-balance flag, nothing supersedes the low-balance notice
+    f.update(conn, "client", {"client_id": c["client_id"]}, zero_balance_notice=False)
+    f.set_balance(conn, c["client_id"], -5.0)
+    assert low_balance.sweep(database, NOW + dt.timedelta(days=2), settings,
+                             **kw).queued == 1
 
 
 def test_two_sweeps_at_the_same_now_queue_one_notice(conn, database, settings) -> None:

@@ -16,11 +16,12 @@ have no open episode never leave the database.
 A sweep:
 1. runs ONE query returning only rows that need something: a notice (`open`/`repeat`),
    an episode to close (`close`), or a misconfigured client to report (`bad`);
-2. per notice, inside a savepoint: claims the episode step (insert, or update guarded by
-   the notice count, so two daemons cannot both take it), queues the notice through the
-   pipeline, writes the provider columns; an error affects only that client;
-3. closes all recovered episodes with two set-based statements and resets the provider
-   columns.
+2. per notice, in bounded batches (dnl_ad.batches; client rows locked SKIP LOCKED, so a
+   row the UI holds is skipped, not waited on): claims the episode step (insert, or
+   update guarded by the notice count, so two daemons cannot both take it), queues the
+   notice through the pipeline, writes the provider columns; an error affects only that
+   client;
+3. closes the recovered episodes the same way and resets the provider columns.
 """
 
 from __future__ import annotations
@@ -28,14 +29,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from psycopg2 import sql
 
-from .. import clock, db, migrations, pipeline
+from .. import batches, clock, db, migrations, pipeline
 from ..config import Settings
 from ..mail.message import split_addresses, valid_address
 from ..notice import Notice
@@ -63,6 +64,9 @@ class BalanceRule:
     audience       row -> recipients.PARTNER / OWNER / BOTH
     next_due       (row, instant, zone) -> the first instant after `instant` at which the
                    next notice of the episode may go
+    superseded_by  SQL boolean: another alert's condition that holds now and says more
+                   (zero balance supersedes low balance): no notice of this one meanwhile,
+                   the episode stays open
     """
 
     kind: str
@@ -78,6 +82,7 @@ class BalanceRule:
     reset: Callable[[db.Cursor, list[int]], int]
     audience: Callable[[Mapping[str, Any]], str]
     next_due: Callable[[Mapping[str, Any], dt.datetime, dt.tzinfo], dt.datetime]
+    superseded_by: sql.Composable = field(default_factory=lambda: sql.SQL("false"))
 
     def sweep(self, database: db.Database, now: dt.datetime, settings: Settings, *,
               resolver: clock.ZoneResolver | None = None,
@@ -106,6 +111,13 @@ class Complaints:
             self._seen.add(key)
         log.warning(message, *args)
         return True
+
+    def forget_problem(self, scope: str, kind: str, client_id: int, problem: str) -> None:
+        """Forget one problem of a client (it is served again): a later one is new."""
+        with self._lock:
+            if (scope, kind, client_id, problem) in self._seen:
+                self._seen.discard((scope, kind, client_id, problem))
+                log.info("%s: client %s: %s is resolved", kind, client_id, problem)
 
     def forget(self, scope: str, kind: str, client_id: int) -> None:
         with self._lock:
@@ -146,7 +158,10 @@ WITH sp AS (
            cfg.send_time_type, cfg.daily_send_time,
            (b.client_id IS NOT NULL) AS has_balance_row,
            b.balance::numeric AS balance,
+           (b.balance IS NOT NULL AND b.balance <> 'NaN'::numeric
+            AND abs(b.balance) < 1e15) AS balance_usable,
            ({threshold})::numeric AS threshold,
+           ({superseded}) AS superseded,
            NULLIF(cfg.duplicate_days, 0) AS duplicate_days,
            (cl.status AND {enabled} AND NOT coalesce(cl.unlimited_credit, false)) AS eligible,
            cl.status, {enabled} AS enabled, coalesce(cl.unlimited_credit, false)
@@ -168,7 +183,8 @@ WITH sp AS (
 ), d AS (
     SELECT c.*,
            CASE
-             WHEN eligible AND (balance IS NULL OR threshold IS NULL) THEN 'bad'
+             WHEN eligible AND (NOT balance_usable OR threshold IS NULL) THEN 'bad'
+             WHEN eligible AND balance <= threshold AND superseded THEN NULL
              WHEN eligible AND balance <= threshold THEN
                CASE
                  WHEN started_at IS NULL AND provider_open AND provider_last IS NOT NULL
@@ -185,6 +201,7 @@ WITH sp AS (
 SELECT * FROM d WHERE action IS NOT NULL ORDER BY client_id
 """).format(threshold=rule.threshold, enabled=rule.enabled, provider_open=rule.provider_open,
             provider_last=rule.provider_last, provider_count=rule.provider_count,
+            superseded=rule.superseded_by,
             episode=migrations.own(schema, EPISODE_TABLE))
 
 
@@ -273,7 +290,14 @@ def _close_reason(row: Mapping[str, Any]) -> str:
 
 
 class BalanceSweep:
-    """One sweep of one balance alert at one `now`."""
+    """One sweep of one balance alert at one `now`.
+
+    1. One read transaction: the sweep query; misconfigured clients are reported.
+    2. Episodes the original daemon left open are taken over, notices queued and recovered
+       episodes closed, each in bounded batches (dnl_ad.batches): a batch is one
+       transaction that locks its clients' rows with SKIP LOCKED, so a client the web UI
+       holds locked is skipped this sweep (said once) and nobody else waits for it.
+    """
 
     def __init__(self, rule: BalanceRule, database: db.Database, now: dt.datetime,
                  settings: Settings, resolver: clock.ZoneResolver | None,
@@ -286,26 +310,63 @@ class BalanceSweep:
         self.complaints = complaints or COMPLAINTS
         self.scope = database.safe_name
         self.result = SweepResult(kind=rule.kind)
+        self._new: dict[int, bool] = {}   # client -> newly queued (else a duplicate key)
 
     def run(self) -> SweepResult:
         today = self.now.astimezone(dt.UTC).date()
-        with db.unit_of_work(self.database, dry_run=self.settings.dry_run) as cur:
+        with self.database.transaction() as cur:
             cur.execute(sweep_query(self.rule, self.settings.own_schema),
                         {"kind": self.rule.kind, "now": self.now, "today": today})
             rows = cur.fetchall()
             due = [r for r in rows if r["action"] in ("open", "repeat")]
-            for row in rows:
-                if row["action"] == "bad":
-                    self._report_bad(row)
-                elif row["action"] == "adopt":
-                    self._adopt(cur, row)
-            if due:  # an idle sweep costs the one query and nothing else
-                pipe = pipeline.Pipeline.open(cur, self.settings)
-                for row in due:
-                    self._serve(cur, pipe, row)
-                self.result.mails = list(pipe.mails)
-            self._close(cur, [r for r in rows if r["action"] == "close"])
+            pipe = pipeline.Pipeline.open(cur, self.settings) if due else None
+        for row in rows:
+            if row["action"] == "bad":
+                self._report_bad(row)
+        adopt = [r for r in rows if r["action"] == "adopt"]
+        close = [r for r in rows if r["action"] == "close"]
+        if adopt:
+            self._in_batches(adopt, self._adopt, "take over the open episode")
+        if pipe is not None:  # an idle sweep costs the one query and nothing else
+            served = [r for r in due if self._addressable(r)]
+            done = self._in_batches(served, lambda cur, row: self._queue(cur, pipe, row),
+                                    "queue the notice")
+            for row in done:
+                _, _, invalid = self._recipients(row)
+                if not invalid:  # served cleanly: a later fault of this client is new
+                    self.complaints.forget(self.scope, self.rule.kind, row["client_id"])
+                self.result.state_changes += 1
+                if self._new.get(row["client_id"]):
+                    self.result.queued += 1
+                else:
+                    self.result.duplicates += 1
+            self.result.mails = list(pipe.mails)
+        if close:
+            for row in self._in_batches(close, self._close_one, "close the episode"):
+                self.result.state_changes += 1
+                log.info("%s: client %s (%s): episode closed (%s)", self.rule.kind,
+                         row["client_id"], row["name"], _close_reason(row))
         return self.result
+
+    def _in_batches(self, rows: list[Mapping[str, Any]],
+                    work: Callable[[db.Cursor, Mapping[str, Any]], None],
+                    what: str) -> list[Mapping[str, Any]]:
+        kind = self.rule.kind
+        outcome = batches.run(
+            self.database, rows, work, dry_run=self.settings.dry_run,
+            size=self.settings.sweep_batch,
+            describe=lambda r: f"{kind}: client {r['client_id']} ({r['name']}): {what}",
+            lock=lambda cur, chunk: _lockable(cur, chunk))
+        for row in outcome.locked:
+            self.result.skipped += 1
+            self.complaints.warn(self.scope, kind, row["client_id"], "locked",
+                                 "%s: client %s (%s): its client row is locked by another "
+                                 "session (the web UI?); skipped this sweep, served when it "
+                                 "is free", kind, row["client_id"], row["name"])
+        self.result.skipped += len(outcome.failed)
+        for row in outcome.done:
+            self.complaints.forget_problem(self.scope, kind, row["client_id"], "locked")
+        return outcome.done
 
     def _zone(self, row: Mapping[str, Any]) -> dt.tzinfo:
         return clock.client_zone(row["client_id"], row["auto_send_zone"],
@@ -314,16 +375,7 @@ class BalanceSweep:
 
     def _adopt(self, cur: db.Cursor, row: Mapping[str, Any]) -> None:
         next_due = self.rule.next_due(row, row["provider_last"], self._zone(row))
-        try:
-            with db.savepoint(cur):
-                taken = _adopt(cur, self.settings.own_schema, self.rule.kind, row, next_due)
-        except db.CONNECTION_ERRORS:
-            raise
-        except Exception:
-            log.exception("%s: client %s (%s): could not take over the open episode",
-                          self.rule.kind, row["client_id"], row["name"])
-            return
-        if taken:
+        if _adopt(cur, self.settings.own_schema, self.rule.kind, row, next_due):
             self.result.state_changes += 1
             log.info("%s: client %s (%s): took over the open episode the provider columns "
                      "show (last notice %s, %s so far); next notice not before %s",
@@ -331,7 +383,7 @@ class BalanceSweep:
                      row["provider_last"].isoformat(), row["provider_count"] or 0,
                      next_due.isoformat())
 
-    # --- the three kinds of row
+    # --- the kinds of row
     def _complain(self, row: Mapping[str, Any], problem: str, detail: str) -> None:
         self.result.skipped += 1
         self.complaints.warn(self.scope, self.rule.kind, row["client_id"], problem,
@@ -343,53 +395,52 @@ class BalanceSweep:
             what = ("balance is NULL in c4_client_balance" if row["has_balance_row"]
                     else "no c4_client_balance row")
             self._complain(row, "balance", what)
+        elif not row["balance_usable"]:
+            self._complain(row, f"amount:{row['balance']}",
+                           f"c4_client_balance.balance {row['balance']} is not a usable "
+                           "amount (NaN or beyond 1e15): bad data")
         else:
             self._complain(row, "threshold", self.rule.threshold_problem(row))
 
-    def _serve(self, cur: db.Cursor, pipe: pipeline.Pipeline, row: Mapping[str, Any]) -> None:
-        kind, client_id = self.rule.kind, row["client_id"]
+    def _recipients(self, row: Mapping[str, Any]) -> tuple[str, list[str], list[str]]:
         to_text, extra = recipients.addresses(self.rule.audience(row), row,
                                               {"finance_email": row["finance_email"]},
                                               self.settings)
         valid, invalid = split_recipients("; ".join([to_text, *extra]))
+        return to_text, valid, invalid
+
+    def _addressable(self, row: Mapping[str, Any]) -> bool:
+        """False (said once) when the client has no valid address to write to."""
+        kind, client_id = self.rule.kind, row["client_id"]
+        to_text, valid, invalid = self._recipients(row)
         if not valid:
             what = ("no recipient address (billing_email, email, finance_email are empty)"
                     if not invalid else f"{to_text!r} holds no valid address")
             self._complain(row, f"email:{to_text}", what)
-            return
+            return False
         if invalid:
             self.complaints.warn(self.scope, kind, client_id, f"email:{to_text}",
                                  "%s: client %s (%s): invalid address(es) %s ignored; "
                                  "sending to %s", kind, client_id, row["name"],
                                  ", ".join(invalid), ", ".join(valid))
+        return True
+
+    def _queue(self, cur: db.Cursor, pipe: pipeline.Pipeline, row: Mapping[str, Any]) -> None:
+        """Claim the episode step, write the provider columns, queue the notice."""
+        kind, client_id = self.rule.kind, row["client_id"]
+        _, valid, _ = self._recipients(row)
         zone = self._zone(row)
         next_due = self.rule.next_due(row, self.now, zone)
-        try:
-            with db.savepoint(cur):
-                claimed = _claim(cur, self.settings.own_schema, kind, row, self.now, next_due)
-                if claimed is None:
-                    log.info("%s: client %s: episode step already taken by another sweep",
-                             kind, client_id)
-                    self.result.duplicates += 1
-                    return
-                started, n, days = claimed
-                # provider writes first: queue() logs "queued", so it comes last
-                self.rule.record(cur, row, self.now, n, days)
-                new = pipe.queue(cur, self._notice(row, zone, started, n, valid))
-        except db.CONNECTION_ERRORS:
-            raise
-        except Exception:
-            log.exception("%s: client %s (%s): could not queue the notice; other clients "
-                          "go on", kind, client_id, row["name"])
-            self.result.skipped += 1
+        claimed = _claim(cur, self.settings.own_schema, kind, row, self.now, next_due)
+        if claimed is None:
+            log.info("%s: client %s: episode step already taken by another sweep", kind,
+                     client_id)
+            self._new[client_id] = False
             return
-        self.result.state_changes += 1
-        if new:
-            self.result.queued += 1
-        else:
-            self.result.duplicates += 1
-        if not invalid:
-            self.complaints.forget(self.scope, kind, client_id)
+        started, n, days = claimed
+        # provider writes first: queue() logs "queued", so it comes last
+        self.rule.record(cur, row, self.now, n, days)
+        self._new[client_id] = pipe.queue(cur, self._notice(row, zone, started, n, valid))
 
     def _notice(self, row: Mapping[str, Any], zone: dt.tzinfo, started: dt.datetime, n: int,
                 recipients: list[str]) -> Notice:
@@ -409,24 +460,18 @@ class BalanceSweep:
             meta={"episode_start": started, "notice_number": n},
         )
 
-    def _close(self, cur: db.Cursor, rows: Iterable[Mapping[str, Any]]) -> None:
-        rows = list(rows)
-        if not rows:
-            return
-        ids = [r["client_id"] for r in rows]
-        try:
-            with db.savepoint(cur):
-                cur.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND client_id = ANY(%s)")
-                            .format(migrations.own(self.settings.own_schema, EPISODE_TABLE)),
-                            (self.rule.kind, ids))
-                self.rule.reset(cur, ids)
-        except Exception:
-            log.exception("%s: could not close the episodes of clients %s", self.rule.kind, ids)
-            return
-        self.result.state_changes += len(ids)
-        for r in rows:
-            log.info("%s: client %s (%s): episode closed (%s)", self.rule.kind, r["client_id"],
-                     r["name"], _close_reason(r))
+    def _close_one(self, cur: db.Cursor, row: Mapping[str, Any]) -> None:
+        ids = [row["client_id"]]
+        cur.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND client_id = ANY(%s)")
+                    .format(migrations.own(self.settings.own_schema, EPISODE_TABLE)),
+                    (self.rule.kind, ids))
+        self.rule.reset(cur, ids)
+
+
+def _lockable(cur: db.Cursor, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows whose client row this batch could lock (the others are held elsewhere)."""
+    locked = batches.lock_clients(cur, [r["client_id"] for r in rows])
+    return [r for r in rows if r["client_id"] in locked]
 
 
 def sweep(rule: BalanceRule, database: db.Database, now: dt.datetime, settings: Settings, *,

@@ -92,6 +92,6 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
     1. One query: enabled clients; zones and due windows worked out in Python.
     2. One query: which reports are queued already (not re-rendered).
     3. One query: history rows, amounts and balances of every remaining window at once.
-    4. Each client's notice rendered and queued in its own savepoint.
+    4. The notices rendered and queued in bounded batches (dnl_ad.batches).
     """
     return daily_common.run(database, now, settings, SPEC, QUERY, build)

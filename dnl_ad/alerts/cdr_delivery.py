@@ -262,9 +262,9 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
     2. Links, outside any transaction (the API may take minutes; `stop`, the daemon's
        Wakeup, ends the waiting on SIGTERM). A dry run uses the static links only: it
        starts no export on the provider's API.
-    3. Queue: each ready client's notice in its own savepoint; a client without traffic
-       is remembered as settled and not looked at again for that day; one still missing
-       a link is not (make_links).
+    3. Queue, in bounded batches (dnl_ad.batches); a client without traffic is recorded
+       as quiet and not looked at again for that day, even after a restart; one still
+       missing a link is not (make_links).
     """
     now = clock.require_aware(now)
     result = SweepResult(KIND)
@@ -273,8 +273,12 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
         due = daily_common.plan(cur, SPEC, now, settings, database, result)
         rows = fetch(cur, due)
         fields = read_fields(cur) if rows else {}
-    for d in due:
-        if d.key not in rows:
+    quiet = [d for d in due if d.key not in rows]
+    if quiet:
+        with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+            for d in quiet:  # recorded: a restart does not take the day for a lost one
+                daily_common.record_quiet(cur, settings.own_schema, d.key, now)
+        for d in quiet:
             mem.settled[d.key] = d.report_day
             log.debug("%s: client %s: no active trunk with non-zero calls on %s; no mail",
                       KIND, d.client_id, d.report_day)
@@ -288,14 +292,14 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings, *,
     if not links:
         return result
 
-    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+    with database.transaction() as cur:
         pipeline = Pipeline.open(cur, settings)
 
-        def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
-            return daily_common.notice(SPEC, d, row, context(d, row, links[d.key]), now,
-                                       pipeline.system, settings)
+    def build(d: Due, row: Mapping[str, Any]) -> Notice | None:
+        return daily_common.notice(SPEC, d, row, context(d, row, links[d.key]), now,
+                                   pipeline.system, settings)
 
-        daily_common.queue_all(cur, pipeline, SPEC, [d for d in due if d.key in links],
-                               rows, build, database, result)
-        daily_common.finish(result, pipeline)
+    daily_common.queue_all(database, pipeline, SPEC, [d for d in due if d.key in links],
+                           rows, build, result, now)
+    daily_common.finish(result, pipeline)
     return result

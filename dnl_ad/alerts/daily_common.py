@@ -28,7 +28,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from .. import clock, db, outbox
+from .. import batches, clock, db, migrations, outbox
 from ..config import Settings
 from ..mail.message import split_addresses
 from ..notice import Notice
@@ -298,6 +298,9 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     keys = [d.key for d in candidates if d.key not in mem.settled]
     keys += [d.key for d in stale if d.key not in mem.logged]
     queued = outbox.already_queued(cur, settings.own_schema, keys)
+    for key in quiet_keys(cur, settings.own_schema, keys):
+        mem.settled[key] = dt.date.max  # decided quiet by an earlier run: never lost
+        queued.add(key)
     result.duplicates += sum(1 for d in candidates if d.key in queued)
     _log_lost(spec, [d for d in stale if d.key not in queued and d.key not in mem.logged],
               settings, mem)
@@ -525,22 +528,43 @@ def notice(spec: DailySpec, due: Due, row: Mapping[str, Any], context: Mapping[s
 Builder = Callable[[Due, Mapping[str, Any]], Notice | None]
 
 
-def queue_all(cur: db.Cursor, pipeline: Pipeline, spec: DailySpec, due: Sequence[Due],
-              rows: Mapping[str, Mapping[str, Any]], build: Builder, database: Any,
-              result: SweepResult) -> None:
-    """Build and queue each due report in its own savepoint: a bad client skips itself.
+QUIET_TABLE = "report_quiet"
+
+
+def quiet_keys(cur: db.Cursor, schema: str, keys: Sequence[str]) -> set[str]:
+    """The keys among `keys` already decided "nothing to send" (one query)."""
+    if not keys:
+        return set()
+    cur.execute(sql.SQL("SELECT dedupe_key FROM {} WHERE dedupe_key = ANY(%s)").format(
+        migrations.own(schema, QUIET_TABLE)), (list(keys),))
+    return {r["dedupe_key"] for r in cur.fetchall()}
+
+
+def record_quiet(cur: db.Cursor, schema: str, key: str, now: dt.datetime) -> None:
+    cur.execute(sql.SQL("INSERT INTO {} (dedupe_key, decided_at) VALUES (%s, %s) "
+                        "ON CONFLICT (dedupe_key) DO NOTHING").format(
+        migrations.own(schema, QUIET_TABLE)), (key, now))
+
+
+def queue_all(database: db.Database, pipeline: Pipeline, spec: DailySpec, due: Sequence[Due],
+              rows: Mapping[str, Mapping[str, Any]], build: Builder,
+              result: SweepResult, now: dt.datetime) -> None:
+    """Build and queue each due report in bounded batches (dnl_ad.batches): a bad client
+    skips itself, and no transaction holds more than SWEEP_BATCH notices.
 
     `build` returns None when there is nothing to send (no traffic): the key is then
-    remembered as settled so later sweeps do not aggregate it again.
+    recorded as quiet (dnl_ad.report_quiet), so neither a later sweep nor a restart reads
+    that period again, nor logs it as a report that was missed.
     """
     mem = memory_for(database)
+    settings = pipeline.settings
+    todo: list[Due] = []
     for d in due:
         row = rows.get(d.key)
         if row is None:  # the client vanished between the two queries
             continue
         audience = recipients.daily_audience(row.get("auto_daily_balance_recipient"))
-        to_text, extra = recipients.addresses(audience, row, pipeline.system,
-                                              pipeline.settings)
+        to_text, extra = recipients.addresses(audience, row, pipeline.system, settings)
         if not split_addresses("; ".join([to_text, *extra])):
             if d.key not in mem.logged:
                 mem.logged[d.key] = d.report_day
@@ -550,35 +574,39 @@ def queue_all(cur: db.Cursor, pipeline: Pipeline, spec: DailySpec, due: Sequence
                             d.report_day, row.get("auto_daily_balance_recipient"))
             result.skipped += 1
             continue
-        try:
-            with db.savepoint(cur, f"{spec.kind}_item"):
-                n = build(d, row)
-                if n is None:
-                    mem.settled[d.key] = d.report_day
-                    continue
-                pipeline.queue(cur, n)
-        except db.CONNECTION_ERRORS:
-            raise
-        except Exception:
-            result.skipped += 1
-            log.exception("%s: client %s report for %s not queued; will retry next sweep",
-                          spec.kind, d.client_id, d.report_day)
+        todo.append(d)
+
+    def work(cur: db.Cursor, d: Due) -> None:
+        n = build(d, rows[d.key])
+        if n is None:
+            record_quiet(cur, settings.own_schema, d.key, now)
+            return
+        pipeline.queue(cur, n)
+
+    outcome = batches.run(database, todo, work, dry_run=settings.dry_run,
+                          size=settings.sweep_batch,
+                          describe=lambda d: f"{spec.kind}: client {d.client_id} report for "
+                                             f"{d.report_day}")
+    result.skipped += len(outcome.failed)
+    for d in outcome.done:
+        if d.key not in pipeline.outcomes:  # decided quiet
+            mem.settled[d.key] = d.report_day
 
 
 def run(database: db.Database, now: dt.datetime, settings: Settings, spec: DailySpec,
         query: sql.Composable,
         build: Callable[[Due, Mapping[str, Any], dt.datetime, Pipeline], Notice | None]
         ) -> SweepResult:
-    """A whole daily sweep in one unit of work: plan, one aggregation query, queue."""
+    """A whole daily sweep: plan and one aggregation query, then queue in batches."""
     now = clock.require_aware(now)
     result = SweepResult(spec.kind)
-    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+    with database.transaction() as cur:
         pipeline = Pipeline.open(cur, settings)
         due = plan(cur, spec, now, settings, database, result)
         rows = fetch_by_key(cur, query, due)
-        queue_all(cur, pipeline, spec, due, rows, lambda d, r: build(d, r, now, pipeline),
-                  database, result)
-        finish(result, pipeline)
+    queue_all(database, pipeline, spec, due, rows, lambda d, r: build(d, r, now, pipeline),
+              result, now)
+    finish(result, pipeline)
     return result
 
 

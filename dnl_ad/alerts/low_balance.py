@@ -97,6 +97,11 @@ RULE = BalanceRule(
     reset=_reset,
     audience=lambda row: recipients.low_balance_audience(row.get("send_to")),
     next_due=_next_due,
+    # a client at zero gets the zero-balance notice only (it says more); the next day the
+    # one that still holds goes
+    superseded_by=sql.SQL("(coalesce(cl.zero_balance_notice, false) "
+                          "AND b.balance <= CASE cl.mode WHEN 1 THEN 0 "
+                          "WHEN 2 THEN coalesce(cl.allowed_credit, 0) END)"),
 )
 
 

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .. import db, outbox
+from .. import batches, db, outbox
 from ..config import Settings
 from ..contract import EMAIL_TYPE
 from ..notice import Notice
@@ -110,10 +110,11 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
     1. Read the mail settings once and work out the enabled stages.
     2. One query: every live, undownloaded latest rate send due within the largest stage.
     3. For each, pick the latest-opened stage; skip keys already in the outbox (one query).
-    4. Render and queue each notice in its own savepoint, so one bad row skips only itself.
+    4. Render and queue the notices in bounded batches (dnl_ad.batches): one bad row skips
+       only itself.
     """
     result = SweepResult(KIND)
-    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+    with database.transaction() as cur:
         pipeline = Pipeline.open(cur, settings)
         templates = pipeline.mail_config.templates
         stages = enabled_stages(templates)
@@ -131,43 +132,43 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         original = sent_by_original(cur, [c.client_id for c, s in due
                                            if dedupe_key(c.resource_id, c.rate_send_id, s)
                                            not in done])
-        for cand, stage in due:
-            key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
-            if key in done:
-                result.duplicates += 1
-                continue
-            last = original.get(cand.client_id)
-            if last is not None and last >= cand.deadline - dt.timedelta(hours=stage):
-                _note_taken_over(database, cand, stage, last)
-                result.duplicates += 1
-                continue
-            template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
-            try:
-                # the context is built here too: a bad row must skip only itself
-                notice = Notice(
-                    kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
-                    recipients=cand.recipients,
-                    context=trunk_common.context(cand, pipeline.system), decided_at=now,
-                    alert_rule=f"{OWN_RULE_PREFIX}; {stage} h warning",
-                    resource_id=cand.resource_id,
-                    meta={"rate_send_id": cand.rate_send_id, "stage": stage},
-                )
-                with db.savepoint(cur, "trunk_pending_item"):
-                    pipeline.queue(cur, notice)
-            except db.CONNECTION_ERRORS:
-                raise
-            except Exception:
-                result.skipped += 1
-                log.exception("trunk_pending: client %s trunk %s %r rate send %s: notice not "
-                              "queued; will retry next sweep", cand.client_id,
-                              cand.resource_id, cand.alias, cand.rate_send_id)
-                continue
-            log.info("trunk_pending: client %s trunk %s %r rate send %s deadline %s: %s h "
-                     "warning (template %s)%s", cand.client_id, cand.resource_id, cand.alias,
-                     cand.rate_send_id, cand.deadline.isoformat(), stage, template,
-                     " [dry run]" if settings.dry_run else "")
-        result.queued += pipeline.queued
-        result.duplicates += pipeline.duplicates
-        result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
-        result.mails.extend(pipeline.mails)
+    todo: list[tuple[trunk_common.Candidate, int]] = []
+    for cand, stage in due:
+        key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
+        if key in done:
+            result.duplicates += 1
+            continue
+        last = original.get(cand.client_id)
+        if last is not None and last >= cand.deadline - dt.timedelta(hours=stage):
+            _note_taken_over(database, cand, stage, last)
+            result.duplicates += 1
+            continue
+        todo.append((cand, stage))
+
+    def work(cur: db.Cursor, item: tuple[trunk_common.Candidate, int]) -> None:
+        cand, stage = item
+        template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
+        # the context is built here too: a bad row must skip only itself
+        pipeline.queue(cur, Notice(
+            kind=KIND, dedupe_key=dedupe_key(cand.resource_id, cand.rate_send_id, stage),
+            template=template, client_id=cand.client_id, recipients=cand.recipients,
+            context=trunk_common.context(cand, pipeline.system), decided_at=now,
+            alert_rule=f"{OWN_RULE_PREFIX}; {stage} h warning", resource_id=cand.resource_id,
+            meta={"rate_send_id": cand.rate_send_id, "stage": stage},
+        ))
+
+    outcome = batches.run(
+        database, todo, work, dry_run=settings.dry_run, size=settings.sweep_batch,
+        describe=lambda i: (f"trunk_pending: client {i[0].client_id} trunk {i[0].resource_id}"
+                            f" {i[0].alias!r} rate send {i[0].rate_send_id}: notice"))
+    result.skipped += len(outcome.failed)
+    for cand, stage in outcome.done:
+        log.info("trunk_pending: client %s trunk %s %r rate send %s deadline %s: %s h "
+                 "warning%s", cand.client_id, cand.resource_id, cand.alias,
+                 cand.rate_send_id, cand.deadline.isoformat(), stage,
+                 " [dry run]" if settings.dry_run else "")
+    result.queued += pipeline.queued
+    result.duplicates += pipeline.duplicates
+    result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
+    result.mails.extend(pipeline.mails)
     return result

@@ -1,6 +1,6 @@
 """Alert 7: block a trunk that did not download its latest rate deck by the deadline.
 
-Each suspension is one atomic step (a savepoint inside the sweep's transaction): close the
+Each suspension is one atomic step (written in a bounded batch, dnl_ad.batches): close the
 rate send detail, block the trunk, write the UI's modif_log row with a rollback statement,
 queue the notice. Either all four happen or none does, so a failure never leaves a
 half-blocked trunk or a notice about a block that did not happen; the next sweep retries.
@@ -31,7 +31,7 @@ import logging
 
 from psycopg2 import sql
 
-from .. import db
+from .. import batches, db
 from ..config import Settings
 from ..notice import Notice
 from ..pipeline import Pipeline
@@ -52,7 +52,9 @@ _TOO_OLD_LOGGED: set[tuple[str, int, int]] = set()
 def overdue_window(now: dt.datetime, settings: Settings) -> tuple[dt.datetime, dt.datetime]:
     """[oldest, newest] deadline a sweep at `now` acts on."""
     until = now - dt.timedelta(minutes=settings.suspend_grace_minutes)
-    return now - dt.timedelta(days=settings.suspend_max_overdue_days), until
+    # overdue counts from the end of the grace: a grace longer than the limit still leaves
+    # a window in which the trunk is suspended
+    return until - dt.timedelta(days=settings.suspend_max_overdue_days), until
 
 
 def too_old(cur: db.Cursor, now: dt.datetime, settings: Settings
@@ -79,35 +81,50 @@ def rollback_statement(cur: db.Cursor, resource_id: int) -> str:
     ).format(sql.Literal(int(resource_id))).as_string(cur)
 
 
+# The flip and the block in one statement, every condition re-checked under the row
+# locks: the detail is still sent (status 1), not downloaded (no download_date, no
+# rate_download_log row for the trunk and send, the send still status 5) and the trunk is
+# still active. A download that lands during the sweep (the UI sets status 3 and writes the
+# log) or an operator's own block makes it touch nothing, and the trunk is left as it is.
+_FLIP = """
+WITH d AS (
+    UPDATE rate_send_log_detail d SET status = %(expired)s, error = %(error)s
+    WHERE d.id = %(detail)s AND d.status = %(sent)s AND d.download_date IS NULL
+      AND NOT EXISTS (SELECT 1 FROM rate_download_log dl
+                      WHERE dl.log_detail_id = d.log_id AND dl.resource_id = d.resource_id)
+      AND EXISTS (SELECT 1 FROM rate_send_log l WHERE l.id = d.log_id AND l.status = %(waiting)s)
+      AND EXISTS (SELECT 1 FROM resource r WHERE r.resource_id = d.resource_id AND r.active)
+    RETURNING d.id
+), r AS (
+    UPDATE resource SET active = false, disable_by_alert = true, update_by = 'dnl_ad',
+           update_at = %(now)s
+    WHERE resource_id = %(resource)s AND active AND EXISTS (SELECT 1 FROM d)
+    RETURNING resource_id
+)
+SELECT (SELECT count(*) FROM d) AS closed, (SELECT count(*) FROM r) AS blocked
+"""
+
+
 def _suspend(cur: db.Cursor, pipeline: Pipeline, cand: trunk_common.Candidate,
              now: dt.datetime) -> None:
-    """The four writes of one suspension, in the caller's savepoint.
+    """The writes of one suspension, in the caller's transaction.
 
-    1. Close the detail if still live (the flip; no row = someone else did it: skip).
-    2. Block the trunk if still active (no row = an operator blocked it meanwhile: skip,
-       and the savepoint rollback re-opens the detail).
-    3. modif_log row with the rollback statement.
-    4. Queue the notice.
+    1. Close the detail and block the trunk in one statement (_FLIP); nothing touched =
+       someone else got there first (the trunk downloaded, an operator blocked it): skip.
+    2. modif_log row with the rollback statement.
+    3. Queue the notice.
     """
     error = (f"dnl_ad: rate deck not downloaded by the deadline "
              f"{cand.deadline.isoformat()}; trunk suspended at {now.isoformat()}")
-    # The flip re-checks every "not downloaded" condition under the detail's row lock: a
-    # download that lands during the sweep (the UI sets status 3 and writes the log)
-    # makes it touch no row, and the trunk is left alone.
-    cur.execute("UPDATE rate_send_log_detail d SET status = %s, error = %s "
-                "WHERE d.id = %s AND d.status = %s AND d.download_date IS NULL "
-                "AND NOT EXISTS (SELECT 1 FROM rate_download_log dl "
-                "WHERE dl.log_detail_id = d.log_id AND dl.resource_id = d.resource_id) "
-                "AND EXISTS (SELECT 1 FROM rate_send_log l WHERE l.id = d.log_id "
-                "AND l.status = %s) RETURNING d.id",
-                (DETAIL_EXPIRED, error, cand.detail_id, DETAIL_SENT, SEND_WAITING))
-    if cur.fetchone() is None:
-        raise _Skip("the rate send was closed or downloaded meanwhile")
-    cur.execute("UPDATE resource SET active = false, disable_by_alert = true, "
-                "update_by = 'dnl_ad', update_at = %s WHERE resource_id = %s AND active "
-                "RETURNING resource_id", (now, cand.resource_id))
-    if cur.fetchone() is None:
-        raise _Skip("the trunk is no longer active")
+    cur.execute(_FLIP, {"expired": DETAIL_EXPIRED, "error": error, "detail": cand.detail_id,
+                        "sent": DETAIL_SENT, "waiting": SEND_WAITING, "now": now,
+                        "resource": cand.resource_id})
+    flip = cur.fetchone()
+    if not flip["closed"]:
+        raise _Skip("the rate send was closed or downloaded meanwhile, or the trunk is no "
+                    "longer active")
+    if not flip["blocked"]:
+        raise _Skip("the trunk was deactivated meanwhile")
     detail = (f"Trunk {cand.alias} (id {cand.resource_id}) of client {cand.client_name} "
               f"(id {cand.client_id}) suspended by dnl_ad: rate deck {cand.file} "
               f"(rate send {cand.rate_send_id}) not downloaded by {cand.deadline.isoformat()}")
@@ -143,39 +160,47 @@ def _log_too_old(cur: db.Cursor, database: db.Database, now: dt.datetime,
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:
     """Suspend every active trunk whose live latest rate send is past deadline + grace.
 
-    One query finds them all; each suspension runs in its own savepoint so a failing trunk
-    is logged and retried next sweep while the others are still blocked. In dry run the
-    unit of work rolls back: the log and the result say what would have happened.
+    One query finds them all; the suspensions are written in bounded batches
+    (dnl_ad.batches), so a failing trunk is logged and retried next sweep while the
+    others are still blocked, and a trunk row the UI holds locked fails only itself after
+    the session's lock_timeout. In dry run every batch rolls back: the log and the result
+    say what would have happened.
     """
     result = SweepResult(KIND)
     oldest, until = overdue_window(now, settings)
-    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+    with database.transaction() as cur:
         _log_too_old(cur, database, now, settings)
         pipeline = Pipeline.open(cur, settings)
-        for cand in trunk_common.candidates(cur, oldest, until, trunk_common.DISABLE):
-            try:
-                with db.savepoint(cur, "trunk_suspend_item"):
-                    _suspend(cur, pipeline, cand, now)
-            except _Skip as why:
-                log.info("trunk_suspended: client %s trunk %s %r rate send %s: left alone, %s",
-                         cand.client_id, cand.resource_id, cand.alias, cand.rate_send_id, why)
-                continue
-            except db.CONNECTION_ERRORS:
-                raise
-            except Exception:
-                result.skipped += 1
-                log.exception("trunk_suspended: client %s trunk %s %r rate send %s: suspension "
-                              "failed and was rolled back whole; will retry next sweep",
-                              cand.client_id, cand.resource_id, cand.alias, cand.rate_send_id)
-                continue
-            result.state_changes += 1
-            log.warning("trunk_suspended: %sclient %s (%r) trunk %s %r blocked: rate send %s "
-                        "(%r) not downloaded by deadline %s",
-                        "[dry run] would have: " if settings.dry_run else "", cand.client_id,
-                        cand.client_name, cand.resource_id, cand.alias, cand.rate_send_id,
-                        cand.file, cand.deadline.isoformat())
-        result.queued += pipeline.queued
-        result.duplicates += pipeline.duplicates
-        result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
-        result.mails.extend(pipeline.mails)
+        found = trunk_common.candidates(cur, oldest, until, trunk_common.DISABLE)
+    skipped: dict[int, str] = {}
+
+    def work(cur: db.Cursor, cand: trunk_common.Candidate) -> None:
+        try:
+            _suspend(cur, pipeline, cand, now)
+        except _Skip as why:
+            skipped[cand.detail_id] = str(why)
+        else:
+            skipped.pop(cand.detail_id, None)
+
+    outcome = batches.run(
+        database, found, work, dry_run=settings.dry_run, size=settings.sweep_batch,
+        describe=lambda c: (f"trunk_suspended: client {c.client_id} trunk {c.resource_id} "
+                            f"{c.alias!r} rate send {c.rate_send_id}: suspension"))
+    result.skipped += len(outcome.failed)
+    for cand in outcome.done:
+        if cand.detail_id in skipped:
+            log.info("trunk_suspended: client %s trunk %s %r rate send %s: left alone, %s",
+                     cand.client_id, cand.resource_id, cand.alias, cand.rate_send_id,
+                     skipped[cand.detail_id])
+            continue
+        result.state_changes += 1
+        log.warning("trunk_suspended: %sclient %s (%r) trunk %s %r blocked: rate send %s "
+                    "(%r) not downloaded by deadline %s",
+                    "[dry run] would have: " if settings.dry_run else "", cand.client_id,
+                    cand.client_name, cand.resource_id, cand.alias, cand.rate_send_id,
+                    cand.file, cand.deadline.isoformat())
+    result.queued += pipeline.queued
+    result.duplicates += pipeline.duplicates
+    result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
+    result.mails.extend(pipeline.mails)
     return result

@@ -174,20 +174,20 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
     2. One query: which of those reports are queued already (they are not re-rendered).
     3. One aggregation query: buy and sell totals of every remaining window at once, one
        for the detail rows, and one for the CDR links of the clients that want them.
-    4. Each client's notice rendered and queued in its own savepoint.
+    4. The notices rendered and queued in bounded batches (dnl_ad.batches).
     """
     now = clock.require_aware(now)
     result = SweepResult(KIND)
-    with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+    with database.transaction() as cur:
         pipeline = Pipeline.open(cur, settings)
         due = daily_common.plan(cur, SPEC, now, settings, database, result)
         rows = daily_common.fetch_by_key(cur, QUERY, due)
         details = fetch_details(cur, due)
         links = cdr_links(cur, due, rows, settings)
-        for key, row in rows.items():
-            row["details"] = details.get(key, {})
-            row["cdr_links"] = links.get(key, [])
-        daily_common.queue_all(cur, pipeline, SPEC, due, rows,
-                               lambda d, r: build(d, r, now, pipeline), database, result)
-        daily_common.finish(result, pipeline)
+    for key, row in rows.items():
+        row["details"] = details.get(key, {})
+        row["cdr_links"] = links.get(key, [])
+    daily_common.queue_all(database, pipeline, SPEC, due, rows,
+                           lambda d, r: build(d, r, now, pipeline), result, now)
+    daily_common.finish(result, pipeline)
     return result
