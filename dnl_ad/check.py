@@ -77,6 +77,19 @@ def check_schema(cur: db.Cursor, settings: Settings) -> Row:
                f"{max(v for v, _ in migrations.available())}")
 
 
+def check_active_daemon(settings: Settings) -> Row:
+    """Informative: which daemon holds the active-daemon lock on this database."""
+    from . import leader
+
+    try:
+        holder = leader.LeaderLock(settings.connection_string).holder()
+    except Exception as exc:
+        return Row("active daemon", WARN, f"could not read the lock: {_first_line(exc)}")
+    if holder is None:
+        return Row("active daemon", OK, "no daemon is active on this database")
+    return Row("active daemon", OK, f"held by {holder.describe()}")
+
+
 def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
     from .mail import smtp
 
@@ -183,6 +196,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
                             f"(PostgreSQL {version})"))
             rows += check_contract(cur)
             rows.append(check_schema(cur, settings))
+            rows.append(check_active_daemon(settings))
             try:
                 cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
                 system = dict(cur.fetchone() or {})

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__, db, logs, migrations
+from . import __version__, db, leader, logs, migrations
 from .config import Settings
 from .scheduler import Loop, Wakeup
 
@@ -173,28 +173,53 @@ def _smtp_summary(settings: Settings) -> str:
 def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
           ready: Callable[[str], None] = lambda message: None,
           on_reload: Callable[[Settings], None] | None = None) -> int:
-    """Start up, run the loop until a stop request, shut down. Returns the exit status."""
+    """Take the active-daemon lock, start up, run the loop until a stop request, shut down.
+
+    Returns the exit status: 1 when another daemon is (or becomes) the active one.
+    """
     database = db.Database(settings.connection_string, sleep=wakeup.sleep)
-    try:
-        startup(database, settings, dt.datetime.now(dt.timezone.utc))
-    except Exception as exc:
-        first = db.scrub(str(exc)).strip().splitlines()
-        reason = f"startup failed on database {database.safe_name}: " \
-                 f"{first[0] if first else type(exc).__name__}"
+    # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
+    # the real daemon from starting).
+    lock = None if settings.dry_run else leader.LeaderLock(settings.connection_string)
+
+    def fail(reason: str) -> int:
         log.error("%s", reason)
         ready("error " + reason)
         database.close()
+        if lock is not None:
+            lock.release()
         return 1
+
+    try:
+        if lock is not None and not lock.acquire():
+            return fail(f"another dnl_ad daemon is active on database {database.safe_name}: "
+                        f"{leader.describe_holder(lock)}; this one exits")
+        startup(database, settings, dt.datetime.now(dt.timezone.utc))
+    except Exception as exc:
+        first = db.scrub(str(exc)).strip().splitlines()
+        return fail(f"startup failed on database {database.safe_name}: "
+                    f"{first[0] if first else type(exc).__name__}")
     log.info("dnl_ad %s started: pid %d, database %s, %s%s", __version__, os.getpid(),
              database.safe_name, _smtp_summary(settings), ", DRY RUN" if settings.dry_run else "")
     ready("ok")
-    loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload)
+    taken_over: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        taken_over.append(reason)
+        log.error("%s; this one stops", reason)
+        wakeup.request_stop("the active-daemon lock was taken by another daemon")
+
+    guard = leader.ActiveGuard(lock, on_lost) if lock is not None else None
+    loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
+                guard=guard)
     try:
         loop.run_forever()
     finally:
         loop.database.close()
+        if lock is not None:
+            lock.release()
         log.info("dnl_ad stopped (pid %d)", os.getpid())
-    return 0
+    return 1 if taken_over else 0
 
 
 def _handlers(wakeup: Wakeup) -> dict[int, Callable[..., None]]:

@@ -206,8 +206,10 @@ class Loop:
                  clock: Clock = utc_now, wakeup: Wakeup | None = None,
                  jobs: Callable[[Loop], list[JobDef]] | None = None,
                  reload: Callable[[], Settings] | None = None,
-                 on_reload: Callable[[Settings], None] | None = None) -> None:
+                 on_reload: Callable[[Settings], None] | None = None,
+                 guard: Callable[[], bool] | None = None) -> None:
         self.settings = settings
+        self.guard = guard  # asked before each tick: may the jobs run (active-daemon lock)
         self.database = database
         self.wakeup = wakeup or Wakeup()
         self.registry = Registry(clock)
@@ -225,6 +227,8 @@ class Loop:
 
     def tick(self) -> list[str]:
         """Run what is due now; the loop calls this every second, tests call it directly."""
+        if self.guard is not None and not self.guard():
+            return []
         return self.registry.run_pending(self.should_stop)
 
     def reload(self) -> bool:
