@@ -25,6 +25,12 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     database = db.Database(settings.connection_string)
     try:
         with database.transaction() as cur:
+            if settings.dry_run:
+                todo = [name for _, name in migrations.pending(cur, settings.own_schema)]
+                print(f"schema {settings.own_schema}: " + (
+                    f"would apply {', '.join(todo)}" if todo else "up to date")
+                    + " (dry run: nothing written)")
+                return 0
             applied = migrations.migrate(cur, settings.own_schema)
     finally:
         database.close()

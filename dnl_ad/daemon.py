@@ -154,10 +154,10 @@ def startup(database: db.Database, settings: Settings, now: dt.datetime) -> None
     """Migrate the own schema and record our version; dry run writes neither."""
     with database.transaction() as cur:
         if settings.dry_run:
-            todo = migrations.pending(cur, settings.own_schema)
-            if todo:
-                log.warning("dry run: schema %s lacks %s; run `dnl-ad migrate`",
-                            settings.own_schema, ", ".join(n for _, n in todo))
+            missing = migrations.missing_line(cur, settings.own_schema)
+            if missing:
+                log.warning("dry run: %s; until then each dry-run transaction creates it "
+                            "and rolls it back", missing)
             return
         for name in migrations.migrate(cur, settings.own_schema):
             log.info("startup: applied migration %s", name)
@@ -177,7 +177,7 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
 
     Returns the exit status: 1 when another daemon is (or becomes) the active one.
     """
-    database = db.Database(settings.connection_string, sleep=wakeup.sleep)
+    database = migrations.open_database(settings, sleep=wakeup.sleep)
     # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
     # the real daemon from starting).
     lock = None if settings.dry_run else leader.LeaderLock(settings.connection_string)

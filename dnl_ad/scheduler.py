@@ -252,7 +252,9 @@ class Loop:
             return False
         if new.connection_string != self.settings.connection_string:
             self.database.close()
-            self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep)
+            from . import migrations
+
+            self.database = migrations.open_database(new, sleep=self.wakeup.sleep)
         self.settings = new
         self._build()
         log.info("configuration reloaded from %s; templates are read afresh; all jobs run now",
