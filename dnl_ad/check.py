@@ -77,6 +77,17 @@ def check_schema(cur: db.Cursor, settings: Settings) -> Row:
                f"{max(v for v, _ in migrations.available())}")
 
 
+def unknown_keys_row(settings: Settings) -> Row:
+    """An unknown key is a setting the operator wrote and dnl_ad ignores: a typo, mostly."""
+    from .config import ENV_PREFIX, did_you_mean
+
+    named = [key + (did_you_mean(key.removeprefix(ENV_PREFIX), ENV_PREFIX)
+                    if key.startswith(ENV_PREFIX) else did_you_mean(key))
+             for key in settings.unknown_keys]
+    return Row("unknown keys", FAIL, "ignored: " + "; ".join(named)
+               + " (fix or remove them; the README lists every key)")
+
+
 def check_active_daemon(settings: Settings) -> Row:
     """Informative: which daemon holds the active-daemon lock on this database."""
     from . import leader
@@ -180,6 +191,8 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
                 "(+ DNL_AD_* environment)" + (", DRY RUN" if settings.dry_run else ""))]
+    if settings.unknown_keys:
+        rows.append(unknown_keys_row(settings))
     try:
         conn = db.connect(settings.connection_string, connect_timeout=10)
     except db.CONNECTION_ERRORS as exc:

@@ -1,7 +1,10 @@
 """Command line: `dnl-ad COMMAND` (also `python -m dnl_ad`).
 
 Every command loads the configuration first; a bad value ends it with the one-line
-ConfigError text and exit status 2, before anything touches the database.
+ConfigError text and exit status 1, before anything touches the database. Ordinary
+failures (database unreachable or refusing, a path that cannot be written) end a command
+with one line saying what failed and what to do, exit status 1; only a bug shows a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg2
+
 from . import __version__, db, migrations
 from .config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("dnl_ad")
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 1   # a bad configuration value
+EXIT_USAGE = 2    # options that cannot go together
+ONE_SHOT = {"migrate", "harness", "preview", "check"}
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -103,7 +110,7 @@ def _harness(settings: Settings, args: argparse.Namespace) -> int:
         # mixing it with the running daemon's real clock could send a notice twice.
         print("harness: --send cannot be combined with --at; use --at for dry runs only",
               file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     _quiet_console(settings)
     return harness.main(settings, send=args.send, at=args.at)
 
@@ -213,4 +220,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_CONFIG
-    return int(args.handler(settings, args) or 0)
+    if args.command in ONE_SHOT:
+        # A one-shot command reports a database failure itself, once, with advice; the
+        # outage bookkeeping of db.Database is the long-running daemon's.
+        logging.getLogger("dnl_ad.db").setLevel(logging.CRITICAL)
+    try:
+        return int(args.handler(settings, args) or 0)
+    except psycopg2.Error as exc:
+        print(f"dnl-ad {args.command}: {database_failure(settings, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"dnl-ad {args.command}: {exc.strerror or exc}:{where}; check the paths in "
+              f"{settings.config_path or 'the configuration'} (PIDFILE, LOGFILE, DRY_RUN_DIR)",
+              file=sys.stderr)
+        return 1
+
+
+def database_failure(settings: Settings, exc: BaseException) -> str:
+    """One line: which database, what it said (no password), what to do."""
+    lines = db.scrub(str(exc)).strip().splitlines()
+    said = lines[0] if lines else type(exc).__name__
+    if db.is_connection_error(exc):
+        hint = "check CONNECTION_STRING and that PostgreSQL is up (`dnl-ad check` tests both)"
+    else:
+        hint = "`dnl-ad check` lists what is missing"
+    return f"database {db.mask_dsn(settings.connection_string)}: {said}; {hint}"

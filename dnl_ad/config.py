@@ -5,7 +5,7 @@ LOGFILE and LOGLEVEL in a [dnl_ad] section; those keys keep their meaning. Every
 other key has a safe default, so an old file still starts the daemon.
 
 A bad value is refused with one line naming the key, the value and what was expected
-(ConfigError); the CLI turns that into exit status 2. An unknown key is a warning, not
+(ConfigError); the CLI turns that into exit status 1. An unknown key is a warning, not
 an error, so a typo never takes a running carrier's alerts down on restart.
 """
 
@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,21 +108,75 @@ def _url(raw: str) -> str:
     return v
 
 
+# libpq's connection keywords (PostgreSQL 17), for "did you mean" on a misspelt one.
+LIBPQ_KEYWORDS = (
+    "host hostaddr port dbname user password passfile require_auth channel_binding "
+    "connect_timeout client_encoding options application_name fallback_application_name "
+    "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
+    "replication gssencmode sslmode sslnegotiation sslcompression sslcert sslkey "
+    "sslcertmode sslpassword sslrootcert sslcrl sslcrldir sslsni requirepeer "
+    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
+    "service target_session_attrs load_balance_hosts requiressl").split()
+_DSN_EXPECTED = "libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr' " \
+                "or a postgresql:// URI"
+
+
+def _password_words(text: str) -> list[str]:
+    """Every piece of text that may belong to a password in a (possibly broken) DSN:
+    the URI's password, and the words after `password=` up to the next key=value."""
+    words: list[str] = []
+    if "://" in text:
+        try:
+            secret = urlparse(text).password
+        except ValueError:
+            secret = None
+        if secret:
+            words.append(secret)
+        return words
+    tail = re.split(r"password\s*=\s*", text, flags=re.I)[1:]
+    for part in tail:
+        for word in part.split():
+            if "=" in word and words:
+                break
+            words.append(word.strip("'"))
+    return [w for w in words if w]
+
+
+def dsn_problem(text: str) -> str:
+    """What is wrong with a connection string, naming the part but never the password.
+
+    Empty when libpq accepts it."""
+    from psycopg2.extensions import parse_dsn
+
+    if "://" in text and urlparse(text).scheme not in {"postgres", "postgresql"}:
+        return f"the scheme {urlparse(text).scheme + '://'!r} is not postgresql://"
+    try:
+        parse_dsn(text)
+    except Exception as exc:
+        message = str(exc).strip().removeprefix("invalid dsn: ")
+    else:
+        return ""
+    secret = set(_password_words(text))
+    # libpq quotes the part it stumbled on: hide it when it is (part of) the password
+    masked = re.sub(r'"([^"]*)"', lambda m: '"***"' if m.group(1) in secret else m.group(0),
+                    message)
+    if masked != message:
+        return masked + " (a password with spaces or quotes must be quoted: password='...')"
+    option = re.search(r'(?:connection option|query parameter:) "([^"]+)"', message)
+    if option:
+        close = difflib.get_close_matches(option.group(1), LIBPQ_KEYWORDS, n=1)
+        if close:
+            masked += f" (did you mean {close[0]}?)"
+    return masked
+
+
 def _dsn(raw: str) -> str:
     v = raw.strip()
     if not v:
-        raise ValueError("a libpq connection string (key=value pairs or a postgresql:// URI)")
-    if "://" in v:
-        if urlparse(v).scheme not in {"postgres", "postgresql"}:
-            raise ValueError("a postgresql:// URI or libpq key=value pairs")
-        return v
-    from psycopg2.extensions import parse_dsn
-
-    try:
-        parse_dsn(v)
-    except Exception:
-        raise ValueError(
-            "libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr'") from None
+        raise ValueError(_DSN_EXPECTED)
+    problem = dsn_problem(v)
+    if problem:
+        raise ValueError(f"{_DSN_EXPECTED}; here: {problem}")
     return v
 
 
@@ -171,6 +227,8 @@ class Settings:
     cdr_api_timeout_seconds: int = 120
     cdr_api_poll_seconds: int = 5
     config_path: str = ""
+    # keys of the ini file and DNL_AD_* variables that were ignored as unknown (check FAILs)
+    unknown_keys: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -227,6 +285,12 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}
 
 
+def did_you_mean(key: str, prefix: str = "") -> str:
+    """' (did you mean X?)' for a misspelt key, else ''."""
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
     """--config wins, then DNL_AD_CONFIG, then dnl_ad.ini beside the package."""
     env = os.environ if env is None else env
@@ -247,6 +311,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     cfg_file = config_path(str(path) if path else None, env)
     raw: dict[str, str] = {}
+    unknown: list[str] = []
     if cfg_file.is_file():
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str.upper  # type: ignore[assignment,method-assign]
@@ -258,7 +323,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError("CONFIG", str(cfg_file), f"an ini file with a [{SECTION}] section")
         for key, value in parser.items(SECTION):
             if key not in KEYS:
-                log.warning("config: unknown key %s in %s [%s] is ignored", key, cfg_file, SECTION)
+                log.warning("config: unknown key %s in %s [%s] is ignored%s", key, cfg_file,
+                            SECTION, did_you_mean(key))
+                unknown.append(key)
                 continue
             raw[key] = value
     elif require_file or path is not None or env.get(CONFIG_ENV):
@@ -271,12 +338,15 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if key.startswith("TEST_"):
             continue  # DNL_AD_TEST_DSN and friends belong to the test suite
         if key not in KEYS:
-            log.warning("config: unknown environment variable %s is ignored", name)
+            log.warning("config: unknown environment variable %s is ignored%s", name,
+                        did_you_mean(key, ENV_PREFIX))
+            unknown.append(name)
             continue
         raw[key] = value
 
     base = cfg_file.resolve().parent if cfg_file.is_file() else Path.cwd()
-    values: dict[str, Any] = {"config_path": str(cfg_file) if cfg_file.is_file() else ""}
+    values: dict[str, Any] = {"config_path": str(cfg_file) if cfg_file.is_file() else "",
+                              "unknown_keys": tuple(unknown)}
     for key, value in raw.items():
         field, parse = KEYS[key]
         try:

@@ -247,8 +247,14 @@ def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], 
     wakeup = Wakeup()
     for signum, handler in _handlers(wakeup).items():
         signal.signal(signum, handler)
+
+    def ready(message: str) -> None:
+        # `debug` logs on the console already; `run` logs elsewhere: say why it stopped
+        if message.startswith("error ") and not debug:
+            print(f"dnl_ad did not start: {message.removeprefix('error ')}", file=sys.stderr)
+
     try:
-        return serve(settings, reload_settings=reload_settings, wakeup=wakeup,
+        return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=ready,
                      on_reload=lambda new: logs.setup(new, console=debug,
                                                       level=logging.DEBUG if debug else None))
     finally:
@@ -296,6 +302,9 @@ def _daemon_child(settings: Settings, reload_settings: Callable[[], Settings],
         context.open()
     except AlreadyRunning as exc:
         report(f"error {exc}")
+        return 1
+    except OSError as exc:  # the pidfile's folder cannot be made or written
+        report(f"error cannot write the pidfile {settings.pidfile}: {exc.strerror or exc}")
         return 1
     try:
         logs.setup(settings)

@@ -182,12 +182,12 @@ def test_settings_frozen(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", [["migrate"], ["start"], ["check"], ["status"], ["debug"],
                                      ["harness"], ["preview", "1", "--client", "1"]])
-def test_every_command_refuses_bad_value_with_exit_2(
+def test_every_command_refuses_bad_value_with_exit_1(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         command: list[str]) -> None:
     path = write(tmp_path, "[dnl_ad]\nSMTP_PORT = abc\n")
     monkeypatch.delenv("DNL_AD_CONFIG", raising=False)
-    assert cli.main(["--config", str(path), *command]) == 2
+    assert cli.main(["--config", str(path), *command]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["config error: SMTP_PORT='abc': expected an integer >= 1 and <= 65535"]
 
@@ -197,5 +197,5 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
     proc = subprocess.run([sys.executable, "-m", "dnl_ad", "--config", str(path), "migrate"],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.strip().startswith("config error: LOGLEVEL='LOUD'")

@@ -166,9 +166,9 @@ def test_start_reports_an_unreachable_database(env, settings, tmp_path) -> None:
     assert cli(env, "status").returncode == 3
 
 
-def test_bad_configuration_exits_2(env) -> None:
+def test_bad_configuration_exits_1(env) -> None:
     result = cli({**env, "DNL_AD_DELIVERY_SECONDS": "soon"}, "start")
-    assert result.returncode == 2 and "DELIVERY_SECONDS" in result.stderr
+    assert result.returncode == 1 and "DELIVERY_SECONDS" in result.stderr
 
 
 def test_debug_runs_in_foreground_with_debug_logs_and_sighup_reloads(env, settings,
