@@ -19,13 +19,14 @@ from typing import Any
 import psycopg2
 
 from . import __version__, db, migrations
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_pidfile_only, load_settings
 
 log = logging.getLogger("dnl_ad")
 
 EXIT_CONFIG = 1   # a bad configuration value
 EXIT_USAGE = 2    # options that cannot go together
 ONE_SHOT = {"migrate", "harness", "preview", "check"}
+PIDFILE_ONLY = {"status", "stop", "zap"}
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -48,9 +49,18 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _reloader(args: argparse.Namespace) -> Callable[[], Settings]:
-    """How the daemon re-reads its configuration on SIGHUP (same file, same overrides)."""
-    return lambda: load(args)
+def _reloader(args: argparse.Namespace, settings: Settings) -> Callable[[], Settings]:
+    """How the daemon re-reads its configuration on SIGHUP: the very file it started
+    with (an absolute path: the daemon chdirs to /), which must still exist (a removed
+    ini is refused, never replaced by the defaults), and the same overrides."""
+    path = settings.config_path
+    dry_run = bool(getattr(args, "dry_run", False))
+
+    def reload() -> Settings:
+        new = load_settings(path or None, require_file=bool(path))
+        return new.replace(dry_run=True) if dry_run else new
+
+    return reload
 
 
 def _quiet_console(settings: Settings) -> None:
@@ -62,7 +72,7 @@ def _quiet_console(settings: Settings) -> None:
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.start(settings, _reloader(args))
+    return daemon.start(settings, _reloader(args, settings))
 
 
 def _stop(settings: Settings, args: argparse.Namespace) -> int:
@@ -75,7 +85,7 @@ def _restart(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
     code = daemon.stop(settings, args.timeout)
-    return code if code else daemon.start(settings, _reloader(args))
+    return code if code else daemon.start(settings, _reloader(args, settings))
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
@@ -93,13 +103,13 @@ def _zap(settings: Settings, args: argparse.Namespace) -> int:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.run_foreground(settings, _reloader(args), debug=False)
+    return daemon.run_foreground(settings, _reloader(args, settings), debug=False)
 
 
 def _debug(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.run_foreground(settings, _reloader(args), debug=True)
+    return daemon.run_foreground(settings, _reloader(args, settings), debug=True)
 
 
 def _harness(settings: Settings, args: argparse.Namespace) -> int:
@@ -218,8 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(args)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
+        if args.command not in PIDFILE_ONLY:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        try:  # status and stop need only the pidfile: say the error, go on
+            settings = load_pidfile_only(args.config)
+        except ConfigError:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{exc} (ignored by {args.command}: it needs only PIDFILE)", file=sys.stderr)
     if args.command in ONE_SHOT:
         # A one-shot command reports a database failure itself, once, with advice; the
         # outage bookkeeping of db.Database is the long-running daemon's.

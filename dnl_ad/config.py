@@ -345,7 +345,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raw[key] = value
 
     base = cfg_file.resolve().parent if cfg_file.is_file() else Path.cwd()
-    values: dict[str, Any] = {"config_path": str(cfg_file) if cfg_file.is_file() else "",
+    # absolute: the daemon chdirs to / and re-reads this very file on SIGHUP
+    values: dict[str, Any] = {"config_path": str(cfg_file.resolve()) if cfg_file.is_file()
+                              else "",
                               "unknown_keys": tuple(unknown)}
     for key, value in raw.items():
         field, parse = KEYS[key]
@@ -365,3 +367,26 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError("RETRY_MAX_SECONDS", str(settings.retry_max_seconds),
                           f"a value >= RETRY_BASE_SECONDS ({settings.retry_base_seconds})")
     return settings
+
+
+def load_pidfile_only(path: str | Path | None = None,
+                      env: Mapping[str, str] | None = None) -> Settings:
+    """Defaults plus PIDFILE alone, for `status` and `stop` when the full configuration
+    is refused: a typo elsewhere in the ini must not keep an operator from stopping the
+    daemon. Raises ConfigError only when not even PIDFILE can be read."""
+    env = os.environ if env is None else env
+    cfg_file = config_path(str(path) if path else None, env)
+    pidfile = Settings.pidfile
+    if cfg_file.is_file():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str.upper  # type: ignore[assignment,method-assign]
+        try:
+            parser.read(cfg_file, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError("CONFIG", str(cfg_file), f"a readable ini file ({exc})") from None
+        pidfile = parser.get(SECTION, "PIDFILE", fallback=pidfile).strip() or pidfile
+    pidfile = env.get(ENV_PREFIX + "PIDFILE", pidfile).strip() or pidfile
+    base = cfg_file.resolve().parent if cfg_file.is_file() else Path.cwd()
+    if not Path(pidfile).is_absolute():
+        pidfile = str(base / pidfile)
+    return Settings(pidfile=pidfile)

@@ -180,7 +180,7 @@ def test_settings_frozen(tmp_path: Path) -> None:
         s.dry_run = True  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("command", [["migrate"], ["start"], ["check"], ["status"], ["debug"],
+@pytest.mark.parametrize("command", [["migrate"], ["start"], ["check"], ["restart"], ["debug"],
                                      ["harness"], ["preview", "1", "--client", "1"]])
 def test_every_command_refuses_bad_value_with_exit_1(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
