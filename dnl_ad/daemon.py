@@ -307,9 +307,9 @@ def _daemon_child(settings: Settings, reload_settings: Callable[[], Settings],
         report(f"error cannot write the pidfile {settings.pidfile}: {exc.strerror or exc}")
         return 1
     try:
-        logs.setup(settings)
+        logs.setup(settings, detached=True)
         return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=report,
-                     on_reload=lambda new: logs.setup(new))
+                     on_reload=lambda new: logs.setup(new, detached=True))
     except Exception as exc:
         log.exception("daemon failed")
         report(f"error {db.scrub(str(exc))}")

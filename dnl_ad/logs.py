@@ -13,6 +13,7 @@ import logging
 import logging.handlers
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ ROOT = "dnl_ad"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "dnl_ad[%(process)d]: %(levelname)s %(name)s: %(message)s"
+SYSLOG_SOCKET = "/dev/log"  # the local syslog socket (a module setting so tests can move it)
 _MARK = "_dnl_ad_handler"  # attribute on the handlers we install, so setup() can replace them
 
 
@@ -70,26 +72,54 @@ def file_handler(path: str, max_bytes: int, backups: int) -> logging.Handler:
     return handler
 
 
-def syslog_handler() -> logging.Handler:
-    address: str | tuple[str, int] = "/dev/log" if os.path.exists("/dev/log") \
-        else ("localhost", logging.handlers.SYSLOG_UDP_PORT)
-    return logging.handlers.SysLogHandler(
-        address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+def syslog_handler(path: str | None = None) -> logging.Handler:
+    """The local syslog socket; OSError when there is none (no /dev/log in a container).
+
+    SysLogHandler itself ignores a failed connect and then drops every line, so the
+    socket is tried first, datagram then stream, as the handler would.
+    """
+    path = path or SYSLOG_SOCKET
+    failure: OSError | None = None
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        probe = socket.socket(socket.AF_UNIX, kind)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            failure = exc
+            continue
+        finally:
+            probe.close()
+        return logging.handlers.SysLogHandler(
+            address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    assert failure is not None
+    raise failure
 
 
-def setup(settings: Settings, *, console: bool = False, level: int | None = None) -> None:
+def setup(settings: Settings, *, console: bool = False, level: int | None = None,
+          detached: bool = False) -> None:
     """(Re)configure logging for the daemon; safe to call again on SIGHUP.
 
-    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE.
+    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE. When
+    SYSLOG is on but there is no syslog socket, lines would be lost in silence: the
+    first line says so and the rest go to stderr (the journal under systemd), or to
+    LOGFILE for a detached daemon, whose stderr is /dev/null.
     """
     level = settings.loglevel if level is None else level
     secrets = secrets_of(settings)
+    handler: logging.Handler | None = None
+    fallback = ""
     if console:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        fmt = CONSOLE_FORMAT
+        handler, fmt = logging.StreamHandler(sys.stderr), CONSOLE_FORMAT
     elif settings.syslog:
-        handler, fmt = syslog_handler(), SYSLOG_FORMAT
-    else:
+        try:
+            handler, fmt = syslog_handler(), SYSLOG_FORMAT
+        except OSError as exc:
+            fallback = (f"SYSLOG=true but the syslog socket {SYSLOG_SOCKET} cannot be used "
+                        f"({exc.strerror or exc}); logging to "
+                        + (settings.logfile if detached else "stderr") + " instead")
+            if not detached:
+                handler, fmt = logging.StreamHandler(sys.stderr), CONSOLE_FORMAT
+    if handler is None:
         handler = file_handler(settings.logfile, settings.log_max_bytes, settings.log_backups)
         fmt = FILE_FORMAT
     handler.setFormatter(ScrubbingFormatter(fmt, secrets))
@@ -104,6 +134,8 @@ def setup(settings: Settings, *, console: bool = False, level: int | None = None
     root.setLevel(level)
     # third-party chatter (mail.log of aiosmtpd, schedule's per-run debug lines) stays quiet
     logging.getLogger("schedule").setLevel(max(level, logging.INFO))
+    if fallback:
+        logging.getLogger(__name__).warning("%s", fallback)
 
 
 def shutdown() -> None:
