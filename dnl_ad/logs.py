@@ -144,3 +144,36 @@ def shutdown() -> None:
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):
             handler.flush()
+
+
+class Conditions:
+    """Conditions that hold across sweeps, each said when it starts and when it ends.
+
+    A sweep reports every time whether a condition holds (`holds`) or not (`ends`); the
+    log gets one line when it starts (or its text changes, e.g. a count) and one when
+    it ends, never one per sweep. Keys name the condition (a job, a client, ...).
+    """
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+        self.logger, self.level = logger, level
+        self._said: dict[object, str] = {}
+
+    def holding(self, key: object) -> bool:
+        return key in self._said
+
+    def holds(self, key: object, message: str, *args: object) -> bool:
+        """The condition holds now; True when that was logged (new or changed)."""
+        text = message % args if args else message
+        if self._said.get(key) == text:
+            return False
+        self._said[key] = text
+        self.logger.log(self.level, "%s", text)
+        return True
+
+    def ends(self, key: object, message: str, *args: object) -> bool:
+        """The condition no longer holds; True when its end was logged (it was holding)."""
+        if self._said.pop(key, None) is None:
+            return False
+        self.logger.info(message, *args)
+        return True
+

@@ -28,7 +28,7 @@ from typing import Any
 
 import schedule
 
-from . import db
+from . import db, logs
 from .alerts import ALERTS, AlertSpec
 from .config import ConfigError, Settings
 
@@ -210,6 +210,7 @@ class Loop:
                  guard: Callable[[], bool] | None = None) -> None:
         self.settings = settings
         self.guard = guard  # asked before each tick: may the jobs run (active-daemon lock)
+        self.conditions = logs.Conditions(log, logging.WARNING)
         self.database = database
         self.wakeup = wakeup or Wakeup()
         self.registry = Registry(clock)
@@ -275,14 +276,28 @@ class Loop:
 # --- the standard jobs ------------------------------------------------------------------
 
 def _sweep_job(loop: Loop, spec: AlertSpec) -> Callable[[dt.datetime], Any]:
+    """One alert's sweep. Its summary line is INFO when the sweep did something, unless
+    it says exactly what the previous one said (a dry run decides the same notices each
+    sweep); clients skipped sweep after sweep (bad data, reasons logged once per client)
+    are a condition: said when it starts, when the count changes, and when it ends."""
+    last = [""]
+
     def run(now: dt.datetime) -> Any:
         started = time.monotonic()
         result = spec.sweep_function()(loop.database, now, loop.settings)
-        busy = result.queued or result.skipped or result.state_changes
-        log.log(logging.INFO if busy else logging.DEBUG,
-                "%s: %d queued, %d already queued, %d skipped, %d state changes (%.2f s)",
-                spec.kind, result.queued, result.duplicates, result.skipped,
-                result.state_changes, time.monotonic() - started)
+        summary = (f"{spec.kind}: {result.queued} queued, {result.duplicates} already "
+                   f"queued, {result.skipped} skipped, {result.state_changes} state changes")
+        busy = (result.queued or result.state_changes) and summary != last[0]
+        log.log(logging.INFO if busy else logging.DEBUG, "%s (%.2f s)", summary,
+                time.monotonic() - started)
+        last[0] = summary
+        if result.skipped:
+            loop.conditions.holds(("skipped", spec.kind), "%s: %d client(s) skipped each "
+                                  "sweep until their data is fixed (reasons logged once each)",
+                                  spec.kind, result.skipped)
+        else:
+            loop.conditions.ends(("skipped", spec.kind), "%s: no client skipped any more",
+                                 spec.kind)
         return result
     return run
 
