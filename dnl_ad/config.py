@@ -14,6 +14,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import difflib
+import importlib.resources
 import logging
 import os
 import re
@@ -30,6 +31,16 @@ ENV_PREFIX = "DNL_AD_"
 CONFIG_ENV = "DNL_AD_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "dnl_ad.ini"
+
+
+def default_template_dir() -> str:
+    """The mail templates shipped with dnl_ad: the package data dnl_ad/templates of an
+    installed wheel, else the checkout's top-level templates/ (source tree, editable
+    install). TEMPLATE_DIR overrides it."""
+    packaged = importlib.resources.files("dnl_ad").joinpath("templates")
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return str(packaged)
+    return str(REPO_ROOT / "templates")
 
 
 class ConfigError(ValueError):
@@ -220,7 +231,7 @@ class Settings:
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
     own_schema: str = "dnl_ad"
-    template_dir: str = str(REPO_ROOT / "templates")
+    template_dir: str = default_template_dir()
     cdr_api_url: str = ""
     cdr_api_user: str = ""
     cdr_api_password: str = ""
@@ -274,7 +285,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),
     "OWN_SCHEMA": ("own_schema", _schema_name),
-    "TEMPLATE_DIR": ("template_dir", _str),
+    "TEMPLATE_DIR": ("template_dir", lambda raw: raw.strip() or default_template_dir()),
     "CDR_API_URL": ("cdr_api_url", _url),
     "CDR_API_USER": ("cdr_api_user", _str),
     "CDR_API_PASSWORD": ("cdr_api_password", lambda raw: raw),
