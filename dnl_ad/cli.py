@@ -237,10 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(str(exc), file=sys.stderr)
             return EXIT_CONFIG
         print(f"{exc} (ignored by {args.command}: it needs only PIDFILE)", file=sys.stderr)
+    # A one-shot command reports a database failure itself, once, with advice; the
+    # outage bookkeeping of db.Database is the long-running daemon's.
+    db_log = logging.getLogger("dnl_ad.db")
+    db_level = db_log.level
     if args.command in ONE_SHOT:
-        # A one-shot command reports a database failure itself, once, with advice; the
-        # outage bookkeeping of db.Database is the long-running daemon's.
-        logging.getLogger("dnl_ad.db").setLevel(logging.CRITICAL)
+        db_log.setLevel(logging.CRITICAL)
     try:
         return int(args.handler(settings, args) or 0)
     except psycopg2.Error as exc:
@@ -252,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{settings.config_path or 'the configuration'} (PIDFILE, LOGFILE, DRY_RUN_DIR)",
               file=sys.stderr)
         return 1
+    finally:
+        db_log.setLevel(db_level)
 
 
 def database_failure(settings: Settings, exc: BaseException) -> str:
