@@ -98,7 +98,10 @@ def check_active_daemon(settings: Settings) -> Row:
         return Row("active daemon", WARN, f"could not read the lock: {_first_line(exc)}")
     if holder is None:
         return Row("active daemon", OK, "no daemon is active on this database")
-    return Row("active daemon", OK, f"held by {holder.describe()}")
+    then = (f"stand by, taking over within {settings.ha_takeover_seconds} s (HA_STANDBY)"
+            if settings.ha_standby else "exit 1 (HA_STANDBY=false)")
+    return Row("active daemon", OK, f"held by {holder.describe()}; a daemon started now "
+               f"would {then}")
 
 
 def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:

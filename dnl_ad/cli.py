@@ -91,7 +91,8 @@ def _restart(settings: Settings, args: argparse.Namespace) -> int:
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.status(settings)
+    # with only PIDFILE known (a typo in the ini) the database is not asked for the role
+    return daemon.status(settings, ask_database=not getattr(args, "pidfile_only", False))
 
 
 def _zap(settings: Settings, args: argparse.Namespace) -> int:
@@ -233,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_CONFIG
         try:  # status and stop need only the pidfile: say the error, go on
             settings = load_pidfile_only(args.config)
+            args.pidfile_only = True
         except ConfigError:
             print(str(exc), file=sys.stderr)
             return EXIT_CONFIG

@@ -237,6 +237,10 @@ class Settings:
     cdr_api_password: str = ""
     cdr_api_timeout_seconds: int = 120
     cdr_api_poll_seconds: int = 5
+    # high availability (dnl_ad.leader): stand by instead of exiting when another daemon
+    # is active; take over within this many seconds of its end
+    ha_standby: bool = False
+    ha_takeover_seconds: int = 30
     config_path: str = ""
     # keys of the ini file and DNL_AD_* variables that were ignored as unknown (check FAILs)
     unknown_keys: tuple[str, ...] = ()
@@ -291,6 +295,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CDR_API_PASSWORD": ("cdr_api_password", lambda raw: raw),
     "CDR_API_TIMEOUT_SECONDS": ("cdr_api_timeout_seconds", _int_range(1, 3600)),
     "CDR_API_POLL_SECONDS": ("cdr_api_poll_seconds", _int_range(1, 600)),
+    "HA_STANDBY": ("ha_standby", _bool),
+    "HA_TAKEOVER_SECONDS": ("ha_takeover_seconds", _int_range(10, 3600)),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}

@@ -25,6 +25,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -173,14 +174,24 @@ def _smtp_summary(settings: Settings) -> str:
 def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
           ready: Callable[[str], None] = lambda message: None,
           on_reload: Callable[[Settings], None] | None = None) -> int:
-    """Take the active-daemon lock, start up, run the loop until a stop request, shut down.
+    """Take the active-daemon lock (or stand by), start up, run the loop until a stop
+    request, shut down. Returns the exit status: 1 when another daemon is (or becomes)
+    the active one and HA_STANDBY is off.
 
-    Returns the exit status: 1 when another daemon is (or becomes) the active one.
+    `ready` gets "ok active", "ok standby" or "error <reason>" (for `start`).
     """
     database = migrations.open_database(settings, sleep=wakeup.sleep)
     # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
     # the real daemon from starting).
-    lock = None if settings.dry_run else leader.LeaderLock(settings.connection_string)
+    lock = None if settings.dry_run else leader.LeaderLock(
+        settings.connection_string, leader.Timing(settings.ha_takeover_seconds))
+    started = [False]
+
+    def activate() -> None:
+        """Startup (migrations, version row), once, when this daemon first is active."""
+        if not started[0]:
+            startup(database, settings, dt.datetime.now(dt.timezone.utc))
+            started[0] = True
 
     def fail(reason: str) -> int:
         log.error("%s", reason)
@@ -191,17 +202,26 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         return 1
 
     try:
-        if lock is not None and not lock.acquire():
+        active = lock is None or lock.acquire()
+        if not active and not settings.ha_standby:
             return fail(f"another dnl_ad daemon is active on database {database.safe_name}: "
-                        f"{leader.describe_holder(lock)}; this one exits")
-        startup(database, settings, dt.datetime.now(dt.timezone.utc))
+                        f"{leader.describe_holder(lock)}; this one exits "
+                        "(HA_STANDBY=true stands by instead)")
+        if active:
+            activate()
     except Exception as exc:
         first = db.scrub(str(exc)).strip().splitlines()
         return fail(f"startup failed on database {database.safe_name}: "
                     f"{first[0] if first else type(exc).__name__}")
-    log.info("dnl_ad %s started: pid %d, database %s, %s%s", __version__, os.getpid(),
-             database.safe_name, _smtp_summary(settings), ", DRY RUN" if settings.dry_run else "")
-    ready("ok")
+    role = leader.ACTIVE if active else leader.STANDBY
+    log.info("dnl_ad %s started: pid %d, database %s, %s, %s%s", __version__, os.getpid(),
+             database.safe_name, _smtp_summary(settings), role,
+             ", DRY RUN" if settings.dry_run else "")
+    if not active:
+        assert lock is not None
+        log.warning("standing by: %s is the active daemon; taking over within %d s of its "
+                    "end", leader.describe_holder(lock), settings.ha_takeover_seconds)
+    ready(f"ok {role}")
     taken_over: list[str] = []
 
     def on_lost(reason: str) -> None:
@@ -209,12 +229,19 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         log.error("%s; this one stops", reason)
         wakeup.request_stop("the active-daemon lock was taken by another daemon")
 
-    guard = leader.ActiveGuard(lock, on_lost) if lock is not None else None
+    guard = heartbeat = None
+    if lock is not None:
+        guard = leader.ActiveGuard(lock, standby=settings.ha_standby, on_lost=on_lost,
+                                   on_active=activate, active=active)
+        heartbeat = leader.Heartbeat(lock)
+        heartbeat.start()
     loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
                 guard=guard)
     try:
         loop.run_forever()
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         loop.database.close()
         if lock is not None:
             lock.release()
@@ -347,8 +374,10 @@ def start(settings: Settings, reload_settings: Callable[[], Settings]) -> int:
         report = _read_report(read_fd, START_TIMEOUT_SECONDS)
     finally:
         os.close(read_fd)
-    if report == "ok":
-        print(f"dnl_ad started (pid {pidfile.read_pid()}), logging to {where_logs_go(settings)}")
+    if report.startswith("ok"):
+        role = report.removeprefix("ok").strip()
+        print(f"dnl_ad started (pid {pidfile.read_pid()})" + (f" as {role}" if role else "")
+              + f", logging to {where_logs_go(settings)}")
         return 0
     reason = report.removeprefix("error ").strip() or \
         f"no word from the daemon; see {where_logs_go(settings)}"
@@ -386,12 +415,32 @@ def stop(settings: Settings, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
     return 1
 
 
-def status(settings: Settings) -> int:
-    """LSB: 0 running, 1 dead but the pidfile remains, 3 not running."""
+def role_of(settings: Settings, pid: int) -> str:
+    """'active' or 'standby (...)' as the database sees it: the active daemon is the
+    one whose lock session names this host and pid."""
+    try:
+        holder = leader.LeaderLock(settings.connection_string).holder()
+    except Exception as exc:
+        first = db.scrub(str(exc)).strip().splitlines()
+        return f"role unknown: database {db.mask_dsn(settings.connection_string)}: " \
+               f"{first[0] if first else type(exc).__name__}"
+    mine = f"{leader.LOCK_WORD} {socket.gethostname()} pid {pid}"
+    if holder is not None and holder.application_name == mine[:63]:
+        return "active"
+    return "standby (active: " + (holder.describe() if holder else "none yet") + ")"
+
+
+def status(settings: Settings, *, ask_database: bool = True) -> int:
+    """LSB: 0 running, 1 dead but the pidfile remains, 3 not running. With the database
+    at hand, a running daemon's role (active or standby) too."""
     pidfile = PidFile(settings.pidfile)
     pid = pidfile.holder()
     if pid is not None:
-        print(f"dnl_ad is running (pid {pid})" if pid > 0 else "dnl_ad is running")
+        if pid < 0:
+            print("dnl_ad is running")
+            return 0
+        role = f", {role_of(settings, pid)}" if ask_database and not settings.dry_run else ""
+        print(f"dnl_ad is running (pid {pid}){role}")
         return 0
     if pidfile.path.exists():
         stale = pidfile.read_pid()

@@ -209,7 +209,8 @@ class Loop:
                  on_reload: Callable[[Settings], None] | None = None,
                  guard: Callable[[], bool] | None = None) -> None:
         self.settings = settings
-        self.guard = guard  # asked before each tick: may the jobs run (active-daemon lock)
+        # asked before each tick: may the jobs run (dnl_ad.leader.ActiveGuard)
+        self.guard = guard
         self.conditions = logs.Conditions(log, logging.WARNING)
         self.database = database
         self.wakeup = wakeup or Wakeup()
@@ -224,7 +225,12 @@ class Loop:
             self.registry.add(job.name, job.period, job.func)
 
     def should_stop(self) -> bool:
-        return self.wakeup.stop_requested
+        """Between jobs and between messages: a stop request, or an active-daemon lock
+        not confirmed recently (this process may have been stopped and replaced)."""
+        if self.wakeup.stop_requested:
+            return True
+        current = getattr(self.guard, "current", None)
+        return current is not None and not current()
 
     def tick(self) -> list[str]:
         """Run what is due now; the loop calls this every second, tests call it directly."""

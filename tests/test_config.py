@@ -50,6 +50,8 @@ CDR_API_USER = apiuser
 CDR_API_PASSWORD = apipass
 CDR_API_TIMEOUT_SECONDS = 40
 CDR_API_POLL_SECONDS = 2
+HA_STANDBY = on
+HA_TAKEOVER_SECONDS = 45
 """
 
 
@@ -82,6 +84,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.cdr_api_url, s.cdr_api_user, s.cdr_api_password) == (
         "http://127.0.0.1:9000/api", "apiuser", "apipass")
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
+    assert (s.ha_standby, s.ha_takeover_seconds) == (True, 45)
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
@@ -114,6 +117,7 @@ def test_loglevel_number(tmp_path: Path) -> None:
         ("CONNECTION_STRING", "mysql://x/y", "postgresql:// URI"),
         ("OWN_SCHEMA", "dnl; drop", "plain schema name"),
         ("CATCHUP_HOURS", "-1", "integer >= 0"),
+        ("HA_TAKEOVER_SECONDS", "5", "integer >= 10 and <= 3600"),
     ],
 )
 def test_bad_value_names_key_value_and_expectation(tmp_path: Path, key: str, value: str,

@@ -39,7 +39,7 @@ def test_lock_is_exclusive_never_stacked_and_names_its_holder(dsn, conn) -> None
 def test_a_terminated_backend_is_noticed_and_the_lock_can_be_retaken(dsn, conn) -> None:
     lock = leader.LeaderLock(dsn)
     lost: list[str] = []
-    guard = leader.ActiveGuard(lock, lost.append)
+    guard = leader.ActiveGuard(lock, on_lost=lost.append)
     try:
         assert lock.acquire() and guard()
         holder = lock.holder()
@@ -53,6 +53,7 @@ def test_a_terminated_backend_is_noticed_and_the_lock_can_be_retaken(dsn, conn) 
         with conn.cursor() as cur:  # now the server kills ours and another daemon wins
             cur.execute("SELECT pg_terminate_backend(%s)", (lock.holder().backend_pid,))
         assert other.acquire()
+        assert not lock.still_held()  # what the heartbeat thread asks every few seconds
         assert not guard() and len(lost) == 1 and "took over" in lost[0]
         assert leader.application_name() in lost[0]
         other.release()
