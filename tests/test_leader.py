@@ -45,13 +45,13 @@ def test_a_terminated_backend_is_noticed_and_the_lock_can_be_retaken(dsn, conn) 
         holder = lock.holder()
         assert holder is not None
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (holder.backend_pid,))
+            cur.execute("SELECT pg_terminate_backend(%s, 5000)", (holder.backend_pid,))
         assert not lock.still_held()
         assert guard()  # nobody else took it: taken again on a new connection
         other = leader.LeaderLock(dsn)
         assert not other.acquire()
         with conn.cursor() as cur:  # now the server kills ours and another daemon wins
-            cur.execute("SELECT pg_terminate_backend(%s)", (lock.holder().backend_pid,))
+            cur.execute("SELECT pg_terminate_backend(%s, 5000)", (lock.holder().backend_pid,))
         assert other.acquire()
         assert not lock.still_held()  # what the heartbeat thread asks every few seconds
         assert not guard() and len(lost) == 1 and "took over" in lost[0]
