@@ -241,6 +241,9 @@ class Settings:
     # is active; take over within this many seconds of its end
     ha_standby: bool = False
     ha_takeover_seconds: int = 30
+    # Prometheus /metrics and /healthz (dnl_ad.metrics); port 0: off
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
     config_path: str = ""
     # keys of the ini file and DNL_AD_* variables that were ignored as unknown (check FAILs)
     unknown_keys: tuple[str, ...] = ()
@@ -297,6 +300,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CDR_API_POLL_SECONDS": ("cdr_api_poll_seconds", _int_range(1, 600)),
     "HA_STANDBY": ("ha_standby", _bool),
     "HA_TAKEOVER_SECONDS": ("ha_takeover_seconds", _int_range(10, 3600)),
+    "METRICS_PORT": ("metrics_port", lambda raw: _int_range(0, 65535)(raw or "0")),
+    "METRICS_ADDRESS": ("metrics_address", lambda raw: raw.strip() or "127.0.0.1"),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}

@@ -221,6 +221,24 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         assert lock is not None
         log.warning("standing by: %s is the active daemon; taking over within %d s of its "
                     "end", leader.describe_holder(lock), settings.ha_takeover_seconds)
+    metrics = server = None
+    if settings.metrics_port:
+        from . import metrics as metrics_module
+
+        metrics = metrics_module.Metrics()
+        period = max(settings.balance_check_seconds, settings.daily_check_seconds,
+                     settings.trunk_check_seconds, settings.delivery_seconds)
+        try:
+            server = metrics_module.Server(
+                metrics, lambda: metrics_module.health(metrics, settings.connection_string,
+                                                       period),
+                settings.metrics_address, settings.metrics_port).start()
+        except OSError as exc:
+            log.error("metrics: cannot listen on %s:%d (%s); running without /metrics",
+                      settings.metrics_address, settings.metrics_port, exc.strerror or exc)
+        else:
+            log.info("metrics: /metrics and /healthz on http://%s:%d", settings.metrics_address,
+                     server.port)
     ready(f"ok {role}")
     taken_over: list[str] = []
 
@@ -236,10 +254,12 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         heartbeat = leader.Heartbeat(lock)
         heartbeat.start()
     loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
-                guard=guard)
+                guard=guard, metrics=metrics)
     try:
         loop.run_forever()
     finally:
+        if server is not None:
+            server.stop()
         if heartbeat is not None:
             heartbeat.stop()
         loop.database.close()

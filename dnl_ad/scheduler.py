@@ -24,7 +24,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import schedule
 
@@ -32,12 +32,16 @@ from . import db, logs
 from .alerts import ALERTS, AlertSpec
 from .config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 TICK_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0          # a failing job is retried at least this often
 OUTAGE_BACKOFF_CAP_SECONDS = 30.0    # ...and sooner when only the database was away
+OUTBOX_METRICS_SECONDS = 15          # outbox depth for /metrics (when METRICS_PORT is set)
 
 
 def utc_now() -> dt.datetime:
@@ -135,8 +139,10 @@ class _Job(schedule.Job):
         started = time.monotonic()
         delay = self.period
         result = None
+        ok = False
         try:
             result = self.job_func(now)
+            ok = True
         except Exception as exc:
             self.failures += 1
             if db.is_connection_error(exc):
@@ -156,6 +162,8 @@ class _Job(schedule.Job):
             log.debug("job %s done in %.2f s", self.name, time.monotonic() - started)
         self.last_run = self.scheduler.clock()
         self.next_run = self.last_run + dt.timedelta(seconds=delay)
+        if self.scheduler.on_run is not None:
+            self.scheduler.on_run(self.name, ok, time.monotonic() - started, result)
         return result
 
 
@@ -166,6 +174,8 @@ class Registry(schedule.Scheduler):
         super().__init__()
         self.clock = clock
         self.jobs: list[_Job] = []  # type: ignore[assignment]
+        # called after every run: (job name, succeeded, seconds, result) -> metrics
+        self.on_run: Callable[[str, bool, float, Any], None] | None = None
 
     def every(self, interval: int = 1) -> _Job:  # type: ignore[override]
         return _Job(interval, self)
@@ -207,14 +217,18 @@ class Loop:
                  jobs: Callable[[Loop], list[JobDef]] | None = None,
                  reload: Callable[[], Settings] | None = None,
                  on_reload: Callable[[Settings], None] | None = None,
-                 guard: Callable[[], bool] | None = None) -> None:
+                 guard: Callable[[], bool] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
         # asked before each tick: may the jobs run (dnl_ad.leader.ActiveGuard)
         self.guard = guard
         self.conditions = logs.Conditions(log, logging.WARNING)
+        self.metrics = metrics
         self.database = database
         self.wakeup = wakeup or Wakeup()
         self.registry = Registry(clock)
+        if metrics is not None:
+            self.registry.on_run = metrics.observe
         self._jobs = jobs or standard_jobs
         self._reload, self._on_reload = reload, on_reload
         self._build()
@@ -234,9 +248,12 @@ class Loop:
 
     def tick(self) -> list[str]:
         """Run what is due now; the loop calls this every second, tests call it directly."""
-        if self.guard is not None and not self.guard():
-            return []
-        return self.registry.run_pending(self.should_stop)
+        may_run = self.guard is None or self.guard()
+        ran = self.registry.run_pending(self.should_stop) if may_run else []
+        if self.metrics is not None:
+            self.metrics.tick(active=getattr(self.guard, "role", "active") == "active",
+                              database_up=self.database.down_since is None)
+        return ran
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is bad."""
@@ -325,4 +342,14 @@ def standard_jobs(loop: Loop) -> list[JobDef]:
     jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
                    _sweep_job(loop, spec)) for spec in ALERTS.values()]
     jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
+    if loop.metrics is not None and not loop.settings.dry_run:
+        jobs.append(JobDef("outbox_metrics", OUTBOX_METRICS_SECONDS, _outbox_metrics_job(loop)))
     return jobs
+
+
+def _outbox_metrics_job(loop: Loop) -> Callable[[dt.datetime], Any]:
+    def run(now: dt.datetime) -> Any:
+        assert loop.metrics is not None
+        metrics, schema = loop.metrics, loop.settings.own_schema
+        return loop.database.run(lambda cur: metrics.read_outbox(cur, schema, now))
+    return run

@@ -52,6 +52,8 @@ CDR_API_TIMEOUT_SECONDS = 40
 CDR_API_POLL_SECONDS = 2
 HA_STANDBY = on
 HA_TAKEOVER_SECONDS = 45
+METRICS_PORT = 9187
+METRICS_ADDRESS = 0.0.0.0
 """
 
 
@@ -85,6 +87,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         "http://127.0.0.1:9000/api", "apiuser", "apipass")
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
     assert (s.ha_standby, s.ha_takeover_seconds) == (True, 45)
+    assert (s.metrics_port, s.metrics_address) == (9187, "0.0.0.0")
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
