@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__, db, leader, logs, migrations
@@ -173,7 +173,8 @@ def _smtp_summary(settings: Settings) -> str:
 
 def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
           ready: Callable[[str], None] = lambda message: None,
-          on_reload: Callable[[Settings], None] | None = None) -> int:
+          on_reload: Callable[[Settings], None] | None = None,
+          tick_hooks: Sequence[Callable[[Loop, list[str]], None]] = ()) -> int:
     """Take the active-daemon lock (or stand by), start up, run the loop until a stop
     request, shut down. Returns the exit status: 1 when another daemon is (or becomes)
     the active one and HA_STANDBY is off.
@@ -255,6 +256,7 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         heartbeat.start()
     loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
                 guard=guard, metrics=metrics)
+    loop.tick_hooks.extend(tick_hooks)
     try:
         loop.run_forever()
     finally:
@@ -283,6 +285,9 @@ def _handlers(wakeup: Wakeup) -> dict[int, Callable[..., None]]:
 
 def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], *,
                    debug: bool = False) -> int:
+    """`run` (systemd: Type=notify readiness, watchdog, journal priorities) and `debug`."""
+    from . import systemd
+
     logs.setup(settings, console=debug, level=logging.DEBUG if debug else None)
     pidfile = PidFile(settings.pidfile)
     try:
@@ -300,11 +305,21 @@ def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], 
         if message.startswith("error ") and not debug:
             print(f"dnl_ad did not start: {message.removeprefix('error ')}", file=sys.stderr)
 
+    notifier = systemd.Notifier()
+
+    def on_reload(new: Settings) -> None:
+        notifier.reloading()
+        try:
+            logs.setup(new, console=debug, level=logging.DEBUG if debug else None)
+        finally:
+            notifier.reloaded()
+
     try:
         return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=ready,
-                     on_reload=lambda new: logs.setup(new, console=debug,
-                                                      level=logging.DEBUG if debug else None))
+                     on_reload=on_reload,
+                     tick_hooks=[notifier.after_tick] if notifier.active else [])
     finally:
+        notifier.stopping()
         pidfile.release()
         wakeup.close()
 

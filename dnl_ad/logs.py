@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from . import db
+from . import db, systemd
 from .config import Settings
 
 ROOT = "dnl_ad"
@@ -41,6 +41,31 @@ class ScrubbingFormatter(logging.Formatter):
         for secret, shown in self._secrets:
             text = text.replace(secret, shown)
         return db.scrub(text)
+
+
+JOURNAL_FORMAT = "%(name)s: %(message)s"  # the journal adds time, unit and pid
+
+
+def syslog_priority(level: int) -> int:
+    """A logging level as a syslog priority (sd-daemon's <N> prefixes)."""
+    if level >= logging.CRITICAL:
+        return 2
+    if level >= logging.ERROR:
+        return 3
+    if level >= logging.WARNING:
+        return 4
+    if level >= logging.INFO:
+        return 6
+    return 7
+
+
+class JournalFormatter(ScrubbingFormatter):
+    """Every line (tracebacks too) prefixed with <N>, which journald reads as the
+    entry's priority, so `journalctl -p warning` shows warnings and errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
 
 
 def secrets_of(settings: Settings) -> dict[str, str]:
@@ -99,7 +124,8 @@ def setup(settings: Settings, *, console: bool = False, level: int | None = None
           detached: bool = False) -> None:
     """(Re)configure logging for the daemon; safe to call again on SIGHUP.
 
-    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE. When
+    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE. SYSLOG
+    under systemd (stderr is the journal) writes to stderr with priority prefixes. When
     SYSLOG is on but there is no syslog socket, lines would be lost in silence: the
     first line says so and the rest go to stderr (the journal under systemd), or to
     LOGFILE for a detached daemon, whose stderr is /dev/null.
@@ -110,6 +136,11 @@ def setup(settings: Settings, *, console: bool = False, level: int | None = None
     fallback = ""
     if console:
         handler, fmt = logging.StreamHandler(sys.stderr), CONSOLE_FORMAT
+    elif settings.syslog and systemd.stderr_is_journal():
+        # run by systemd: stderr is the journal, which takes priorities as <N> prefixes
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter(JOURNAL_FORMAT, secrets))
+        fmt = ""
     elif settings.syslog:
         try:
             handler, fmt = syslog_handler(), SYSLOG_FORMAT
@@ -122,7 +153,8 @@ def setup(settings: Settings, *, console: bool = False, level: int | None = None
     if handler is None:
         handler = file_handler(settings.logfile, settings.log_max_bytes, settings.log_backups)
         fmt = FILE_FORMAT
-    handler.setFormatter(ScrubbingFormatter(fmt, secrets))
+    if fmt:
+        handler.setFormatter(ScrubbingFormatter(fmt, secrets))
     setattr(handler, _MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -224,6 +224,8 @@ class Loop:
         self.guard = guard
         self.conditions = logs.Conditions(log, logging.WARNING)
         self.metrics = metrics
+        # called after every tick with the names of the jobs that ran (systemd.Notifier)
+        self.tick_hooks: list[Callable[[Loop, list[str]], None]] = []
         self.database = database
         self.wakeup = wakeup or Wakeup()
         self.registry = Registry(clock)
@@ -253,6 +255,8 @@ class Loop:
         if self.metrics is not None:
             self.metrics.tick(active=getattr(self.guard, "role", "active") == "active",
                               database_up=self.database.down_since is None)
+        for hook in self.tick_hooks:
+            hook(self, ran)
         return ran
 
     def reload(self) -> bool:
