@@ -278,6 +278,12 @@ class Loop:
             log.error("reload refused, the running configuration stays: %s: %s",
                       type(exc).__name__, db.scrub(str(exc)))
             return False
+        if new.connection_string != self.settings.connection_string and self.guard is not None:
+            # the active-daemon lock is held on the running database: moving only the
+            # jobs would leave it behind (and let another daemon be active there)
+            log.warning("reload: a CONNECTION_STRING change needs a restart; the running "
+                        "database stays, the rest is reloaded")
+            new = new.replace(connection_string=self.settings.connection_string)
         if new.connection_string != self.settings.connection_string:
             self.database.close()
             from . import migrations

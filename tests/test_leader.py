@@ -105,3 +105,22 @@ def test_check_says_which_daemon_is_active(dsn, settings, conn) -> None:
         assert leader.application_name() in rows["active daemon"].detail
     finally:
         lock.release()
+
+
+def test_a_reload_keeps_the_database_whose_lock_is_held(dsn, settings, database,
+                                                        caplog) -> None:
+    from dnl_ad.scheduler import Loop
+
+    lock = leader.LeaderLock(dsn)
+    try:
+        assert lock.acquire()
+        moved = settings.replace(connection_string="host=elsewhere dbname=other",
+                                 delivery_batch=7)
+        loop = Loop(settings, database, guard=leader.ActiveGuard(lock),
+                    reload=lambda: moved, jobs=lambda loop: [])
+        assert loop.reload()
+        assert loop.settings.delivery_batch == 7
+        assert loop.settings.connection_string == dsn and loop.database is database
+        assert "CONNECTION_STRING change needs a restart" in caplog.text
+    finally:
+        lock.release()
