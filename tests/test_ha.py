@@ -140,3 +140,32 @@ def test_delivery_stops_when_the_lock_was_not_confirmed_lately(settings, databas
         assert lock.still_held() and not loop.should_stop()  # confirmed: work resumes
     finally:
         lock.release()
+
+
+def test_a_take_over_mid_burst_sends_every_notice_once(pair, dsn, conn, settings,
+                                                      smtp) -> None:
+    """2,000 notices due; the server terminates the active daemon's lock backend in the
+    middle of the burst: the old one stops before its next message and hands its batch
+    back, the standby takes over and delivers the rest; every notice once."""
+    n = 2000
+    f.system(conn)
+    queue_notices(settings, n)
+    a, b = pair
+    a = {**a, "DNL_AD_DELIVERY_BATCH": "200"}
+    b = {**b, "DNL_AD_DELIVERY_BATCH": "200"}
+    pid_a, pid_b = start_both(a, b, dsn)
+    wait_for(lambda: len(smtp.messages) >= 300, 30, "the burst to be under way")
+    backend = leader.LeaderLock(dsn).holder().backend_pid
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s, 5000)", (backend,))
+    at_takeover = len(smtp.messages)
+    wait_for(lambda: active_pid(dsn) == pid_b, TAKEOVER + 5, "the standby to take over")
+    wait_for(lambda: f.rows(conn, "SELECT count(*) AS n FROM dnl_ad.outbox "
+                                  "WHERE status = 'pending'")[0]["n"] == 0,
+             120, "every notice to be delivered")
+    ids = [m.message["Message-ID"] for m in smtp.messages]
+    print(f"{at_takeover} sent before the take-over, {len(ids)} in all")
+    assert at_takeover < n  # the take-over really happened mid-burst
+    assert len(ids) == n and len(set(ids)) == n  # every notice delivered, none twice
+    assert "now the active one" in log_of(b) and "standing by" in log_of(a)
+    assert alive(pid_a)
