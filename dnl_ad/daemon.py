@@ -30,10 +30,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__, db, leader, logs, migrations
 from .config import Settings
 from .scheduler import Loop, Wakeup
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .metrics import Server as MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +176,29 @@ def _smtp_summary(settings: Settings) -> str:
     return f"SMTP {settings.smtp_host}:{settings.smtp_port or 'default'}"
 
 
+def _start_metrics(settings: Settings) -> tuple[Metrics | None, MetricsServer | None]:
+    """(Metrics, Server) when METRICS_PORT is set, else (None, None). A port that
+    cannot be bound is logged; the daemon runs on without /metrics."""
+    if not settings.metrics_port:
+        return None, None
+    from . import metrics
+
+    collected = metrics.Metrics()
+    period = max(settings.balance_check_seconds, settings.daily_check_seconds,
+                 settings.trunk_check_seconds, settings.delivery_seconds)
+    try:
+        server = metrics.Server(
+            collected, lambda: metrics.health(collected, settings.connection_string, period),
+            settings.metrics_address, settings.metrics_port).start()
+    except OSError as exc:
+        log.error("metrics: cannot listen on %s:%d (%s); running without /metrics",
+                  settings.metrics_address, settings.metrics_port, exc.strerror or exc)
+        return collected, None
+    log.info("metrics: /metrics and /healthz on http://%s:%d", settings.metrics_address,
+             server.port)
+    return collected, server
+
+
 def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
           ready: Callable[[str], None] = lambda message: None,
           on_reload: Callable[[Settings], None] | None = None,
@@ -222,24 +250,7 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
         assert lock is not None
         log.warning("standing by: %s is the active daemon; taking over within %d s of its "
                     "end", leader.describe_holder(lock), settings.ha_takeover_seconds)
-    metrics = server = None
-    if settings.metrics_port:
-        from . import metrics as metrics_module
-
-        metrics = metrics_module.Metrics()
-        period = max(settings.balance_check_seconds, settings.daily_check_seconds,
-                     settings.trunk_check_seconds, settings.delivery_seconds)
-        try:
-            server = metrics_module.Server(
-                metrics, lambda: metrics_module.health(metrics, settings.connection_string,
-                                                       period),
-                settings.metrics_address, settings.metrics_port).start()
-        except OSError as exc:
-            log.error("metrics: cannot listen on %s:%d (%s); running without /metrics",
-                      settings.metrics_address, settings.metrics_port, exc.strerror or exc)
-        else:
-            log.info("metrics: /metrics and /healthz on http://%s:%d", settings.metrics_address,
-                     server.port)
+    metrics, server = _start_metrics(settings)
     ready(f"ok {role}")
     taken_over: list[str] = []
 
