@@ -202,7 +202,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
         rows.append(Row("database", FAIL, f"{db.mask_dsn(settings.connection_string)}: "
                         f"{_first_line(exc)}"))
         rows += [Row(n, SKIP, "needs the database") for n in
-                 ("contract columns", "own schema", "smtp", "templates")]
+                 ("contract columns", "own schema", "active daemon", "smtp", "templates")]
         return rows
     try:
         with conn.cursor() as cur:
