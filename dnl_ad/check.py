@@ -78,6 +78,33 @@ def check_schema(cur: db.Cursor, settings: Settings) -> Row:
                f"{max(v for v, _ in migrations.available())}")
 
 
+def unknown_keys_row(settings: Settings) -> Row:
+    """An unknown key is a setting the operator wrote and dnl_ad ignores: a typo, mostly."""
+    from .config import ENV_PREFIX, did_you_mean
+
+    named = [key + (did_you_mean(key.removeprefix(ENV_PREFIX), ENV_PREFIX)
+                    if key.startswith(ENV_PREFIX) else did_you_mean(key))
+             for key in settings.unknown_keys]
+    return Row("unknown keys", FAIL, "ignored: " + "; ".join(named)
+               + " (fix or remove them; the README lists every key)")
+
+
+def check_active_daemon(settings: Settings) -> Row:
+    """Informative: which daemon holds the active-daemon lock on this database."""
+    from . import leader
+
+    try:
+        holder = leader.LeaderLock(settings.connection_string).holder()
+    except Exception as exc:
+        return Row("active daemon", WARN, f"could not read the lock: {_first_line(exc)}")
+    if holder is None:
+        return Row("active daemon", OK, "no daemon is active on this database")
+    then = (f"stand by, taking over within {settings.ha_takeover_seconds} s (HA_STANDBY)"
+            if settings.ha_standby else "exit 1 (HA_STANDBY=false)")
+    return Row("active daemon", OK, f"held by {holder.describe()}; a daemon started now "
+               f"would {then}")
+
+
 def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
     from .mail import smtp
 
@@ -254,13 +281,15 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
                 "(+ DNL_AD_* environment)" + (", DRY RUN" if settings.dry_run else ""))]
+    if settings.unknown_keys:
+        rows.append(unknown_keys_row(settings))
     try:
         conn = db.connect(settings.connection_string, connect_timeout=10)
     except db.CONNECTION_ERRORS as exc:
         rows.append(Row("database", FAIL, f"{db.mask_dsn(settings.connection_string)}: "
                         f"{_first_line(exc)}"))
         rows += [Row(n, SKIP, "needs the database") for n in
-                 ("contract columns", "own schema", "smtp", "templates")]
+                 ("contract columns", "own schema", "active daemon", "smtp", "templates")]
         return rows
     try:
         with conn.cursor() as cur:
@@ -270,6 +299,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
                             f"(PostgreSQL {version})"))
             rows += check_contract(cur)
             rows.append(check_schema(cur, settings))
+            rows.append(check_active_daemon(settings))
             try:
                 cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
                 system = dict(cur.fetchone() or {})

@@ -1,7 +1,10 @@
 """Command line: `dnl-ad COMMAND` (also `python -m dnl_ad`).
 
 Every command loads the configuration first; a bad value ends it with the one-line
-ConfigError text and exit status 2, before anything touches the database.
+ConfigError text and exit status 1, before anything touches the database. Ordinary
+failures (database unreachable or refusing, a path that cannot be written) end a command
+with one line saying what failed and what to do, exit status 1; only a bug shows a
+traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +16,29 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg2
+
 from . import __version__, db, migrations
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, load_pidfile_only, load_settings
 
 log = logging.getLogger("dnl_ad")
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 1   # a bad configuration value
+EXIT_USAGE = 2    # options that cannot go together
+ONE_SHOT = {"migrate", "harness", "preview", "check"}
+PIDFILE_ONLY = {"status", "stop", "zap"}
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     database = db.Database(settings.connection_string)
     try:
         with database.transaction() as cur:
+            if settings.dry_run:
+                todo = [name for _, name in migrations.pending(cur, settings.own_schema)]
+                print(f"schema {settings.own_schema}: " + (
+                    f"would apply {', '.join(todo)}" if todo else "up to date")
+                    + " (dry run: nothing written)")
+                return 0
             applied = migrations.migrate(cur, settings.own_schema)
     finally:
         database.close()
@@ -35,9 +49,18 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _reloader(args: argparse.Namespace) -> Callable[[], Settings]:
-    """How the daemon re-reads its configuration on SIGHUP (same file, same overrides)."""
-    return lambda: load(args)
+def _reloader(args: argparse.Namespace, settings: Settings) -> Callable[[], Settings]:
+    """How the daemon re-reads its configuration on SIGHUP: the very file it started
+    with (an absolute path: the daemon chdirs to /), which must still exist (a removed
+    ini is refused, never replaced by the defaults), and the same overrides."""
+    path = settings.config_path
+    dry_run = bool(getattr(args, "dry_run", False))
+
+    def reload() -> Settings:
+        new = load_settings(path or None, require_file=bool(path))
+        return new.replace(dry_run=True) if dry_run else new
+
+    return reload
 
 
 def _quiet_console(settings: Settings) -> None:
@@ -49,7 +72,7 @@ def _quiet_console(settings: Settings) -> None:
 def _start(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.start(settings, _reloader(args))
+    return daemon.start(settings, _reloader(args, settings))
 
 
 def _stop(settings: Settings, args: argparse.Namespace) -> int:
@@ -62,13 +85,14 @@ def _restart(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
     code = daemon.stop(settings, args.timeout)
-    return code if code else daemon.start(settings, _reloader(args))
+    return code if code else daemon.start(settings, _reloader(args, settings))
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.status(settings)
+    # with only PIDFILE known (a typo in the ini) the database is not asked for the role
+    return daemon.status(settings, ask_database=not getattr(args, "pidfile_only", False))
 
 
 def _zap(settings: Settings, args: argparse.Namespace) -> int:
@@ -80,13 +104,13 @@ def _zap(settings: Settings, args: argparse.Namespace) -> int:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.run_foreground(settings, _reloader(args), debug=False)
+    return daemon.run_foreground(settings, _reloader(args, settings), debug=False)
 
 
 def _debug(settings: Settings, args: argparse.Namespace) -> int:
     from . import daemon
 
-    return daemon.run_foreground(settings, _reloader(args), debug=True)
+    return daemon.run_foreground(settings, _reloader(args, settings), debug=True)
 
 
 def _harness(settings: Settings, args: argparse.Namespace) -> int:
@@ -97,7 +121,7 @@ def _harness(settings: Settings, args: argparse.Namespace) -> int:
         # mixing it with the running daemon's real clock could send a notice twice.
         print("harness: --send cannot be combined with --at; use --at for dry runs only",
               file=sys.stderr)
-        return EXIT_CONFIG
+        return EXIT_USAGE
     _quiet_console(settings)
     return harness.main(settings, send=args.send, at=args.at)
 
@@ -205,6 +229,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(args)
     except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_CONFIG
-    return int(args.handler(settings, args) or 0)
+        if args.command not in PIDFILE_ONLY:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        try:  # status and stop need only the pidfile: say the error, go on
+            settings = load_pidfile_only(args.config)
+            args.pidfile_only = True
+        except ConfigError:
+            print(str(exc), file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"{exc} (ignored by {args.command}: it needs only PIDFILE)", file=sys.stderr)
+    # A one-shot command reports a database failure itself, once, with advice; the
+    # outage bookkeeping of db.Database is the long-running daemon's.
+    db_log = logging.getLogger("dnl_ad.db")
+    db_level = db_log.level
+    if args.command in ONE_SHOT:
+        db_log.setLevel(logging.CRITICAL)
+    try:
+        return int(args.handler(settings, args) or 0)
+    except psycopg2.Error as exc:
+        print(f"dnl-ad {args.command}: {database_failure(settings, exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"dnl-ad {args.command}: {exc.strerror or exc}:{where}; check the paths in "
+              f"{settings.config_path or 'the configuration'} (PIDFILE, LOGFILE, DRY_RUN_DIR)",
+              file=sys.stderr)
+        return 1
+    finally:
+        db_log.setLevel(db_level)
+
+
+def database_failure(settings: Settings, exc: BaseException) -> str:
+    """One line: which database, what it said (no password), what to do."""
+    lines = db.scrub(str(exc)).strip().splitlines()
+    said = lines[0] if lines else type(exc).__name__
+    if db.is_connection_error(exc):
+        hint = "check CONNECTION_STRING and that PostgreSQL is up (`dnl-ad check` tests both)"
+    else:
+        hint = "`dnl-ad check` lists what is missing"
+    return f"database {db.mask_dsn(settings.connection_string)}: {said}; {hint}"

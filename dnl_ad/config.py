@@ -5,7 +5,7 @@ LOGFILE and LOGLEVEL in a [dnl_ad] section; those keys keep their meaning. Every
 other key has a safe default, so an old file still starts the daemon.
 
 A bad value is refused with one line naming the key, the value and what was expected
-(ConfigError); the CLI turns that into exit status 2. An unknown key is a warning, not
+(ConfigError); the CLI turns that into exit status 1. An unknown key is a warning, not
 an error, so a typo never takes a running carrier's alerts down on restart.
 """
 
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import difflib
+import importlib.resources
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +31,16 @@ ENV_PREFIX = "DNL_AD_"
 CONFIG_ENV = "DNL_AD_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "dnl_ad.ini"
+
+
+def default_template_dir() -> str:
+    """The mail templates shipped with dnl_ad: the package data dnl_ad/templates of an
+    installed wheel, else the checkout's top-level templates/ (source tree, editable
+    install). TEMPLATE_DIR overrides it."""
+    packaged = importlib.resources.files("dnl_ad").joinpath("templates")
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return str(packaged)
+    return str(REPO_ROOT / "templates")
 
 
 class ConfigError(ValueError):
@@ -106,21 +119,75 @@ def _url(raw: str) -> str:
     return v
 
 
+# libpq's connection keywords (PostgreSQL 17), for "did you mean" on a misspelt one.
+LIBPQ_KEYWORDS = (
+    "host hostaddr port dbname user password passfile require_auth channel_binding "
+    "connect_timeout client_encoding options application_name fallback_application_name "
+    "keepalives keepalives_idle keepalives_interval keepalives_count tcp_user_timeout "
+    "replication gssencmode sslmode sslnegotiation sslcompression sslcert sslkey "
+    "sslcertmode sslpassword sslrootcert sslcrl sslcrldir sslsni requirepeer "
+    "ssl_min_protocol_version ssl_max_protocol_version krbsrvname gsslib gssdelegation "
+    "service target_session_attrs load_balance_hosts requiressl").split()
+_DSN_EXPECTED = "libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr' " \
+                "or a postgresql:// URI"
+
+
+def _password_words(text: str) -> list[str]:
+    """Every piece of text that may belong to a password in a (possibly broken) DSN:
+    the URI's password, and the words after `password=` up to the next key=value."""
+    words: list[str] = []
+    if "://" in text:
+        try:
+            secret = urlparse(text).password
+        except ValueError:
+            secret = None
+        if secret:
+            words.append(secret)
+        return words
+    tail = re.split(r"password\s*=\s*", text, flags=re.I)[1:]
+    for part in tail:
+        for word in part.split():
+            if "=" in word and words:
+                break
+            words.append(word.strip("'"))
+    return [w for w in words if w]
+
+
+def dsn_problem(text: str) -> str:
+    """What is wrong with a connection string, naming the part but never the password.
+
+    Empty when libpq accepts it."""
+    from psycopg2.extensions import parse_dsn
+
+    if "://" in text and urlparse(text).scheme not in {"postgres", "postgresql"}:
+        return f"the scheme {urlparse(text).scheme + '://'!r} is not postgresql://"
+    try:
+        parse_dsn(text)
+    except Exception as exc:
+        message = str(exc).strip().removeprefix("invalid dsn: ")
+    else:
+        return ""
+    secret = set(_password_words(text))
+    # libpq quotes the part it stumbled on: hide it when it is (part of) the password
+    masked = re.sub(r'"([^"]*)"', lambda m: '"***"' if m.group(1) in secret else m.group(0),
+                    message)
+    if masked != message:
+        return masked + " (a password with spaces or quotes must be quoted: password='...')"
+    option = re.search(r'(?:connection option|query parameter:) "([^"]+)"', message)
+    if option:
+        close = difflib.get_close_matches(option.group(1), LIBPQ_KEYWORDS, n=1)
+        if close:
+            masked += f" (did you mean {close[0]}?)"
+    return masked
+
+
 def _dsn(raw: str) -> str:
     v = raw.strip()
     if not v:
-        raise ValueError("a libpq connection string (key=value pairs or a postgresql:// URI)")
-    if "://" in v:
-        if urlparse(v).scheme not in {"postgres", "postgresql"}:
-            raise ValueError("a postgresql:// URI or libpq key=value pairs")
-        return v
-    from psycopg2.extensions import parse_dsn
-
-    try:
-        parse_dsn(v)
-    except Exception:
-        raise ValueError(
-            "libpq key=value pairs such as 'host=127.0.0.1 dbname=class4_pr'") from None
+        raise ValueError(_DSN_EXPECTED)
+    problem = dsn_problem(v)
+    if problem:
+        raise ValueError(f"{_DSN_EXPECTED}; here: {problem}")
     return v
 
 
@@ -190,7 +257,7 @@ class Settings:
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
     own_schema: str = "dnl_ad"
-    template_dir: str = str(REPO_ROOT / "templates")
+    template_dir: str = default_template_dir()
     # --- DNL CDR API (PROVIDER_DB.md section 5); CDR_API_URL/USER/PASSWORD are the old keys
     cdr_api_host: str = ""
     cdr_api_token_port: int = 8887
@@ -200,7 +267,16 @@ class Settings:
     cdr_api_password: str = ""
     cdr_api_timeout_seconds: int = 120
     cdr_api_poll_seconds: int = 5
+    # high availability (dnl_ad.leader): stand by instead of exiting when another daemon
+    # is active; take over within this many seconds of its end
+    ha_standby: bool = False
+    ha_takeover_seconds: int = 30
+    # Prometheus /metrics and /healthz (dnl_ad.metrics); port 0: off
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
     config_path: str = ""
+    # keys of the ini file and DNL_AD_* variables that were ignored as unknown (check FAILs)
+    unknown_keys: tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -254,7 +330,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),
     "OWN_SCHEMA": ("own_schema", _schema_name),
-    "TEMPLATE_DIR": ("template_dir", _str),
+    "TEMPLATE_DIR": ("template_dir", lambda raw: raw.strip() or default_template_dir()),
     "CDR_API_HOST": ("cdr_api_host", _host),
     "CDR_API_TOKEN_PORT": ("cdr_api_token_port", _int_range(1, 65535)),
     "CDR_API_EXPORT_PORT": ("cdr_api_export_port", _int_range(1, 65535)),
@@ -263,6 +339,10 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CDR_API_PASSWORD": ("cdr_api_password", lambda raw: raw),
     "CDR_API_TIMEOUT_SECONDS": ("cdr_api_timeout_seconds", _int_range(1, 3600)),
     "CDR_API_POLL_SECONDS": ("cdr_api_poll_seconds", _int_range(1, 600)),
+    "HA_STANDBY": ("ha_standby", _bool),
+    "HA_TAKEOVER_SECONDS": ("ha_takeover_seconds", _int_range(10, 3600)),
+    "METRICS_PORT": ("metrics_port", lambda raw: _int_range(0, 65535)(raw or "0")),
+    "METRICS_ADDRESS": ("metrics_address", lambda raw: raw.strip() or "127.0.0.1"),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}
@@ -291,6 +371,12 @@ def old_cdr_keys_note(settings: Settings) -> str:
             f"API takes a host, ports 8887/8889): {where}; set CDR_API_HOST instead")
 
 
+def did_you_mean(key: str, prefix: str = "") -> str:
+    """' (did you mean X?)' for a misspelt key, else ''."""
+    close = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.75)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
     """--config wins, then DNL_AD_CONFIG, then dnl_ad.ini beside the package."""
     env = os.environ if env is None else env
@@ -311,6 +397,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
     env = os.environ if env is None else env
     cfg_file = config_path(str(path) if path else None, env)
     raw: dict[str, str] = {}
+    unknown: list[str] = []
     if cfg_file.is_file():
         parser = configparser.ConfigParser(interpolation=None)
         parser.optionxform = str.upper  # type: ignore[assignment,method-assign]
@@ -322,7 +409,9 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError("CONFIG", str(cfg_file), f"an ini file with a [{SECTION}] section")
         for key, value in parser.items(SECTION):
             if key not in KEYS:
-                log.warning("config: unknown key %s in %s [%s] is ignored", key, cfg_file, SECTION)
+                log.warning("config: unknown key %s in %s [%s] is ignored%s", key, cfg_file,
+                            SECTION, did_you_mean(key))
+                unknown.append(key)
                 continue
             raw[key] = value
     elif require_file or path is not None or env.get(CONFIG_ENV):
@@ -335,12 +424,17 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if key.startswith("TEST_"):
             continue  # DNL_AD_TEST_DSN and friends belong to the test suite
         if key not in KEYS:
-            log.warning("config: unknown environment variable %s is ignored", name)
+            log.warning("config: unknown environment variable %s is ignored%s", name,
+                        did_you_mean(key, ENV_PREFIX))
+            unknown.append(name)
             continue
         raw[key] = value
 
     base = cfg_file.resolve().parent if cfg_file.is_file() else Path.cwd()
-    values: dict[str, Any] = {"config_path": str(cfg_file) if cfg_file.is_file() else ""}
+    # absolute: the daemon chdirs to / and re-reads this very file on SIGHUP
+    values: dict[str, Any] = {"config_path": str(cfg_file.resolve()) if cfg_file.is_file()
+                              else "",
+                              "unknown_keys": tuple(unknown)}
     for key, value in raw.items():
         field, parse = KEYS[key]
         try:
@@ -359,3 +453,26 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         raise ConfigError("RETRY_MAX_SECONDS", str(settings.retry_max_seconds),
                           f"a value >= RETRY_BASE_SECONDS ({settings.retry_base_seconds})")
     return settings
+
+
+def load_pidfile_only(path: str | Path | None = None,
+                      env: Mapping[str, str] | None = None) -> Settings:
+    """Defaults plus PIDFILE alone, for `status` and `stop` when the full configuration
+    is refused: a typo elsewhere in the ini must not keep an operator from stopping the
+    daemon. Raises ConfigError only when not even PIDFILE can be read."""
+    env = os.environ if env is None else env
+    cfg_file = config_path(str(path) if path else None, env)
+    pidfile = Settings.pidfile
+    if cfg_file.is_file():
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str.upper  # type: ignore[assignment,method-assign]
+        try:
+            parser.read(cfg_file, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError("CONFIG", str(cfg_file), f"a readable ini file ({exc})") from None
+        pidfile = parser.get(SECTION, "PIDFILE", fallback=pidfile).strip() or pidfile
+    pidfile = env.get(ENV_PREFIX + "PIDFILE", pidfile).strip() or pidfile
+    base = cfg_file.resolve().parent if cfg_file.is_file() else Path.cwd()
+    if not Path(pidfile).is_absolute():
+        pidfile = str(base / pidfile)
+    return Settings(pidfile=pidfile)

@@ -25,14 +25,20 @@ import logging
 import os
 import select
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import __version__, db, logs, migrations
+from . import __version__, db, leader, logs, migrations
 from .config import Settings
 from .scheduler import Loop, Wakeup
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .metrics import Server as MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +160,10 @@ def startup(database: db.Database, settings: Settings, now: dt.datetime) -> None
     """Migrate the own schema and record our version; dry run writes neither."""
     with database.transaction() as cur:
         if settings.dry_run:
-            todo = migrations.pending(cur, settings.own_schema)
-            if todo:
-                log.warning("dry run: schema %s lacks %s; run `dnl-ad migrate`",
-                            settings.own_schema, ", ".join(n for _, n in todo))
+            missing = migrations.missing_line(cur, settings.own_schema)
+            if missing:
+                log.warning("dry run: %s; until then each dry-run transaction creates it "
+                            "and rolls it back", missing)
             return
         for name in migrations.migrate(cur, settings.own_schema):
             log.info("startup: applied migration %s", name)
@@ -170,32 +176,110 @@ def _smtp_summary(settings: Settings) -> str:
     return f"SMTP {settings.smtp_host}:{settings.smtp_port or 'default'}"
 
 
+def _start_metrics(settings: Settings) -> tuple[Metrics | None, MetricsServer | None]:
+    """(Metrics, Server) when METRICS_PORT is set, else (None, None). A port that
+    cannot be bound is logged; the daemon runs on without /metrics."""
+    if not settings.metrics_port:
+        return None, None
+    from . import metrics
+
+    collected = metrics.Metrics()
+    period = max(settings.balance_check_seconds, settings.daily_check_seconds,
+                 settings.trunk_check_seconds, settings.delivery_seconds)
+    try:
+        server = metrics.Server(
+            collected, lambda: metrics.health(collected, settings.connection_string, period),
+            settings.metrics_address, settings.metrics_port).start()
+    except OSError as exc:
+        log.error("metrics: cannot listen on %s:%d (%s); running without /metrics",
+                  settings.metrics_address, settings.metrics_port, exc.strerror or exc)
+        return collected, None
+    log.info("metrics: /metrics and /healthz on http://%s:%d", settings.metrics_address,
+             server.port)
+    return collected, server
+
+
 def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup: Wakeup,
           ready: Callable[[str], None] = lambda message: None,
-          on_reload: Callable[[Settings], None] | None = None) -> int:
-    """Start up, run the loop until a stop request, shut down. Returns the exit status."""
-    database = db.Database(settings.connection_string, sleep=wakeup.sleep,
-                           timeouts=db.SessionTimeouts.from_settings(settings))
-    try:
-        startup(database, settings, dt.datetime.now(dt.timezone.utc))
-    except Exception as exc:
-        first = db.scrub(str(exc)).strip().splitlines()
-        reason = f"startup failed on database {database.safe_name}: " \
-                 f"{first[0] if first else type(exc).__name__}"
+          on_reload: Callable[[Settings], None] | None = None,
+          tick_hooks: Sequence[Callable[[Loop, list[str]], None]] = ()) -> int:
+    """Take the active-daemon lock (or stand by), start up, run the loop until a stop
+    request, shut down. Returns the exit status: 1 when another daemon is (or becomes)
+    the active one and HA_STANDBY is off.
+
+    `ready` gets "ok active", "ok standby" or "error <reason>" (for `start`).
+    """
+    database = migrations.open_database(settings, sleep=wakeup.sleep)
+    # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
+    # the real daemon from starting).
+    lock = None if settings.dry_run else leader.LeaderLock(
+        settings.connection_string, leader.Timing(settings.ha_takeover_seconds))
+    started = [False]
+
+    def activate() -> None:
+        """Startup (migrations, version row), once, when this daemon first is active."""
+        if not started[0]:
+            startup(database, settings, dt.datetime.now(dt.timezone.utc))
+            started[0] = True
+
+    def fail(reason: str) -> int:
         log.error("%s", reason)
         ready("error " + reason)
         database.close()
+        if lock is not None:
+            lock.release()
         return 1
-    log.info("dnl_ad %s started: pid %d, database %s, %s%s", __version__, os.getpid(),
-             database.safe_name, _smtp_summary(settings), ", DRY RUN" if settings.dry_run else "")
-    ready("ok")
-    loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload)
+
+    try:
+        active = lock is None or lock.acquire()
+        if not active and not settings.ha_standby:
+            return fail(f"another dnl_ad daemon is active on database {database.safe_name}: "
+                        f"{leader.describe_holder(lock)}; this one exits "
+                        "(HA_STANDBY=true stands by instead)")
+        if active:
+            activate()
+    except Exception as exc:
+        first = db.scrub(str(exc)).strip().splitlines()
+        return fail(f"startup failed on database {database.safe_name}: "
+                    f"{first[0] if first else type(exc).__name__}")
+    role = leader.ACTIVE if active else leader.STANDBY
+    log.info("dnl_ad %s started: pid %d, database %s, %s, %s%s", __version__, os.getpid(),
+             database.safe_name, _smtp_summary(settings), role,
+             ", DRY RUN" if settings.dry_run else "")
+    if not active:
+        assert lock is not None
+        log.warning("standing by: %s is the active daemon; taking over within %d s of its "
+                    "end", leader.describe_holder(lock), settings.ha_takeover_seconds)
+    metrics, server = _start_metrics(settings)
+    ready(f"ok {role}")
+    taken_over: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        taken_over.append(reason)
+        log.error("%s; this one stops", reason)
+        wakeup.request_stop("the active-daemon lock was taken by another daemon")
+
+    guard = heartbeat = None
+    if lock is not None:
+        guard = leader.ActiveGuard(lock, standby=settings.ha_standby, on_lost=on_lost,
+                                   on_active=activate, active=active)
+        heartbeat = leader.Heartbeat(lock)
+        heartbeat.start()
+    loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
+                guard=guard, metrics=metrics)
+    loop.tick_hooks.extend(tick_hooks)
     try:
         loop.run_forever()
     finally:
+        if server is not None:
+            server.stop()
+        if heartbeat is not None:
+            heartbeat.stop()
         loop.database.close()
+        if lock is not None:
+            lock.release()
         log.info("dnl_ad stopped (pid %d)", os.getpid())
-    return 0
+    return 1 if taken_over else 0
 
 
 def _handlers(wakeup: Wakeup) -> dict[int, Callable[..., None]]:
@@ -212,6 +296,9 @@ def _handlers(wakeup: Wakeup) -> dict[int, Callable[..., None]]:
 
 def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], *,
                    debug: bool = False) -> int:
+    """`run` (systemd: Type=notify readiness, watchdog, journal priorities) and `debug`."""
+    from . import systemd
+
     logs.setup(settings, console=debug, level=logging.DEBUG if debug else None)
     pidfile = PidFile(settings.pidfile)
     try:
@@ -223,11 +310,27 @@ def run_foreground(settings: Settings, reload_settings: Callable[[], Settings], 
     wakeup = Wakeup()
     for signum, handler in _handlers(wakeup).items():
         signal.signal(signum, handler)
+
+    def ready(message: str) -> None:
+        # `debug` logs on the console already; `run` logs elsewhere: say why it stopped
+        if message.startswith("error ") and not debug:
+            print(f"dnl_ad did not start: {message.removeprefix('error ')}", file=sys.stderr)
+
+    notifier = systemd.Notifier()
+
+    def on_reload(new: Settings) -> None:
+        notifier.reloading()
+        try:
+            logs.setup(new, console=debug, level=logging.DEBUG if debug else None)
+        finally:
+            notifier.reloaded()
+
     try:
-        return serve(settings, reload_settings=reload_settings, wakeup=wakeup,
-                     on_reload=lambda new: logs.setup(new, console=debug,
-                                                      level=logging.DEBUG if debug else None))
+        return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=ready,
+                     on_reload=on_reload,
+                     tick_hooks=[notifier.after_tick] if notifier.active else [])
     finally:
+        notifier.stopping()
         pidfile.release()
         wakeup.close()
 
@@ -273,10 +376,13 @@ def _daemon_child(settings: Settings, reload_settings: Callable[[], Settings],
     except AlreadyRunning as exc:
         report(f"error {exc}")
         return 1
+    except OSError as exc:  # the pidfile's folder cannot be made or written
+        report(f"error cannot write the pidfile {settings.pidfile}: {exc.strerror or exc}")
+        return 1
     try:
-        logs.setup(settings)
+        logs.setup(settings, detached=True)
         return serve(settings, reload_settings=reload_settings, wakeup=wakeup, ready=report,
-                     on_reload=lambda new: logs.setup(new))
+                     on_reload=lambda new: logs.setup(new, detached=True))
     except Exception as exc:
         log.exception("daemon failed")
         report(f"error {db.scrub(str(exc))}")
@@ -314,8 +420,10 @@ def start(settings: Settings, reload_settings: Callable[[], Settings]) -> int:
         report = _read_report(read_fd, START_TIMEOUT_SECONDS)
     finally:
         os.close(read_fd)
-    if report == "ok":
-        print(f"dnl_ad started (pid {pidfile.read_pid()}), logging to {where_logs_go(settings)}")
+    if report.startswith("ok"):
+        role = report.removeprefix("ok").strip()
+        print(f"dnl_ad started (pid {pidfile.read_pid()})" + (f" as {role}" if role else "")
+              + f", logging to {where_logs_go(settings)}")
         return 0
     reason = report.removeprefix("error ").strip() or \
         f"no word from the daemon; see {where_logs_go(settings)}"
@@ -353,12 +461,32 @@ def stop(settings: Settings, timeout: float = STOP_TIMEOUT_SECONDS) -> int:
     return 1
 
 
-def status(settings: Settings) -> int:
-    """LSB: 0 running, 1 dead but the pidfile remains, 3 not running."""
+def role_of(settings: Settings, pid: int) -> str:
+    """'active' or 'standby (...)' as the database sees it: the active daemon is the
+    one whose lock session names this host and pid."""
+    try:
+        holder = leader.LeaderLock(settings.connection_string).holder()
+    except Exception as exc:
+        first = db.scrub(str(exc)).strip().splitlines()
+        return f"role unknown: database {db.mask_dsn(settings.connection_string)}: " \
+               f"{first[0] if first else type(exc).__name__}"
+    mine = f"{leader.LOCK_WORD} {socket.gethostname()} pid {pid}"
+    if holder is not None and holder.application_name == mine[:63]:
+        return "active"
+    return "standby (active: " + (holder.describe() if holder else "none yet") + ")"
+
+
+def status(settings: Settings, *, ask_database: bool = True) -> int:
+    """LSB: 0 running, 1 dead but the pidfile remains, 3 not running. With the database
+    at hand, a running daemon's role (active or standby) too."""
     pidfile = PidFile(settings.pidfile)
     pid = pidfile.holder()
     if pid is not None:
-        print(f"dnl_ad is running (pid {pid})" if pid > 0 else "dnl_ad is running")
+        if pid < 0:
+            print("dnl_ad is running")
+            return 0
+        role = f", {role_of(settings, pid)}" if ask_database and not settings.dry_run else ""
+        print(f"dnl_ad is running (pid {pid}){role}")
         return 0
     if pidfile.path.exists():
         stale = pidfile.read_pid()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from . import daemon, db, demo_data, logs
 from .alerts import ALERTS
-from .config import REPO_ROOT, Settings
+from .config import Settings, default_template_dir
 from .scheduler import Loop
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def demo_settings(dsn: str, smtp_host: str, smtp_port: int, work: Path, eml_dir:
         connection_string=dsn, smtp_host=smtp_host, smtp_port=smtp_port,
         smtp_security="none", smtp_from="alerts@carrier.example",
         pidfile=str(work / "dnl_ad.pid"), logfile=str(eml_dir / "dnl_ad-demo.log"),
-        dry_run_dir=str(work / "dry-run"), template_dir=str(REPO_ROOT / "templates"),
+        dry_run_dir=str(work / "dry-run"), template_dir=default_template_dir(),
         balance_check_seconds=2, daily_check_seconds=2, trunk_check_seconds=2,
         delivery_seconds=1, retry_base_seconds=1, retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",

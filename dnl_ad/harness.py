@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from . import db
+from . import db, migrations
 from .alerts import ALERTS, AlertSpec, SweepResult
 from .config import Settings
 
@@ -100,7 +100,15 @@ def main(settings: Settings, *, send: bool = False, at: dt.datetime | None = Non
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     settings = settings.replace(dry_run=not send)
-    database = db.Database(settings.connection_string)
+    database = migrations.open_database(settings)  # dry run: read-only, also before migrate
+    if send:
+        with database.transaction() as cur:
+            missing = migrations.missing_line(cur, settings.own_schema)
+        if missing:
+            database.close()
+            print(f"harness --send: {missing}; a dry run (without --send) works as is",
+                  file=out)
+            return 1
     when = "at " + at.isoformat() if at else "now"
     print(f"dnl_ad harness: database {database.safe_name}, "
           + ("SENDING for real" if send else f"dry run (.eml files in {settings.dry_run_dir})")

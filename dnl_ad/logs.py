@@ -13,16 +13,18 @@ import logging
 import logging.handlers
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
-from . import db
+from . import db, systemd
 from .config import Settings
 
 ROOT = "dnl_ad"
 FILE_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SYSLOG_FORMAT = "dnl_ad[%(process)d]: %(levelname)s %(name)s: %(message)s"
+SYSLOG_SOCKET = "/dev/log"  # the local syslog socket (a module setting so tests can move it)
 _MARK = "_dnl_ad_handler"  # attribute on the handlers we install, so setup() can replace them
 
 
@@ -39,6 +41,31 @@ class ScrubbingFormatter(logging.Formatter):
         for secret, shown in self._secrets:
             text = text.replace(secret, shown)
         return db.scrub(text)
+
+
+JOURNAL_FORMAT = "%(name)s: %(message)s"  # the journal adds time, unit and pid
+
+
+def syslog_priority(level: int) -> int:
+    """A logging level as a syslog priority (sd-daemon's <N> prefixes)."""
+    if level >= logging.CRITICAL:
+        return 2
+    if level >= logging.ERROR:
+        return 3
+    if level >= logging.WARNING:
+        return 4
+    if level >= logging.INFO:
+        return 6
+    return 7
+
+
+class JournalFormatter(ScrubbingFormatter):
+    """Every line (tracebacks too) prefixed with <N>, which journald reads as the
+    entry's priority, so `journalctl -p warning` shows warnings and errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
 
 
 def secrets_of(settings: Settings) -> dict[str, str]:
@@ -70,29 +97,64 @@ def file_handler(path: str, max_bytes: int, backups: int) -> logging.Handler:
     return handler
 
 
-def syslog_handler() -> logging.Handler:
-    address: str | tuple[str, int] = "/dev/log" if os.path.exists("/dev/log") \
-        else ("localhost", logging.handlers.SYSLOG_UDP_PORT)
-    return logging.handlers.SysLogHandler(
-        address=address, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+def syslog_handler(path: str | None = None) -> logging.Handler:
+    """The local syslog socket; OSError when there is none (no /dev/log in a container).
+
+    SysLogHandler itself ignores a failed connect and then drops every line, so the
+    socket is tried first, datagram then stream, as the handler would.
+    """
+    path = path or SYSLOG_SOCKET
+    failure: OSError | None = None
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        probe = socket.socket(socket.AF_UNIX, kind)
+        try:
+            probe.connect(path)
+        except OSError as exc:
+            failure = exc
+            continue
+        finally:
+            probe.close()
+        return logging.handlers.SysLogHandler(
+            address=path, facility=logging.handlers.SysLogHandler.LOG_DAEMON)
+    assert failure is not None
+    raise failure
 
 
-def setup(settings: Settings, *, console: bool = False, level: int | None = None) -> None:
+def setup(settings: Settings, *, console: bool = False, level: int | None = None,
+          detached: bool = False) -> None:
     """(Re)configure logging for the daemon; safe to call again on SIGHUP.
 
-    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE.
+    console=True logs to stderr only (`debug`); otherwise to SYSLOG or LOGFILE. SYSLOG
+    under systemd (stderr is the journal) writes to stderr with priority prefixes. When
+    SYSLOG is on but there is no syslog socket, lines would be lost in silence: the
+    first line says so and the rest go to stderr (the journal under systemd), or to
+    LOGFILE for a detached daemon, whose stderr is /dev/null.
     """
     level = settings.loglevel if level is None else level
     secrets = secrets_of(settings)
+    handler: logging.Handler | None = None
+    fallback = ""
     if console:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        fmt = CONSOLE_FORMAT
+        handler, fmt = logging.StreamHandler(sys.stderr), CONSOLE_FORMAT
+    elif settings.syslog and systemd.stderr_is_journal():
+        # run by systemd: stderr is the journal, which takes priorities as <N> prefixes
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter(JOURNAL_FORMAT, secrets))
+        fmt = ""
     elif settings.syslog:
-        handler, fmt = syslog_handler(), SYSLOG_FORMAT
-    else:
+        try:
+            handler, fmt = syslog_handler(), SYSLOG_FORMAT
+        except OSError as exc:
+            fallback = (f"SYSLOG=true but the syslog socket {SYSLOG_SOCKET} cannot be used "
+                        f"({exc.strerror or exc}); logging to "
+                        + (settings.logfile if detached else "stderr") + " instead")
+            if not detached:
+                handler, fmt = logging.StreamHandler(sys.stderr), CONSOLE_FORMAT
+    if handler is None:
         handler = file_handler(settings.logfile, settings.log_max_bytes, settings.log_backups)
         fmt = FILE_FORMAT
-    handler.setFormatter(ScrubbingFormatter(fmt, secrets))
+    if fmt:
+        handler.setFormatter(ScrubbingFormatter(fmt, secrets))
     setattr(handler, _MARK, True)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -104,6 +166,8 @@ def setup(settings: Settings, *, console: bool = False, level: int | None = None
     root.setLevel(level)
     # third-party chatter (mail.log of aiosmtpd, schedule's per-run debug lines) stays quiet
     logging.getLogger("schedule").setLevel(max(level, logging.INFO))
+    if fallback:
+        logging.getLogger(__name__).warning("%s", fallback)
 
 
 def shutdown() -> None:
@@ -112,3 +176,36 @@ def shutdown() -> None:
     for handler in list(root.handlers):
         if getattr(handler, _MARK, False):
             handler.flush()
+
+
+class Conditions:
+    """Conditions that hold across sweeps, each said when it starts and when it ends.
+
+    A sweep reports every time whether a condition holds (`holds`) or not (`ends`); the
+    log gets one line when it starts (or its text changes, e.g. a count) and one when
+    it ends, never one per sweep. Keys name the condition (a job, a client, ...).
+    """
+
+    def __init__(self, logger: logging.Logger, level: int = logging.WARNING) -> None:
+        self.logger, self.level = logger, level
+        self._said: dict[object, str] = {}
+
+    def holding(self, key: object) -> bool:
+        return key in self._said
+
+    def holds(self, key: object, message: str, *args: object) -> bool:
+        """The condition holds now; True when that was logged (new or changed)."""
+        text = message % args if args else message
+        if self._said.get(key) == text:
+            return False
+        self._said[key] = text
+        self.logger.log(self.level, "%s", text)
+        return True
+
+    def ends(self, key: object, message: str, *args: object) -> bool:
+        """The condition no longer holds; True when its end was logged (it was holding)."""
+        if self._said.pop(key, None) is None:
+            return False
+        self.logger.info(message, *args)
+        return True
+

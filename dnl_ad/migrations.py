@@ -4,15 +4,24 @@ Each migration is a SQL file in dnl_ad/sql named own_NNN_*.sql, run once, in ord
 with search_path set to the own schema, so the files name tables unqualified and the
 schema name (configurable) is never formatted into SQL text. A transaction-level
 advisory lock makes two daemons starting at once migrate one after the other.
+
+Dry runs, `preview` and the harness work before `migrate` too: open_database() gives them
+a database whose every transaction first creates what the schema lacks, inside itself,
+and is always rolled back, so they see the tables and nothing remains.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from psycopg2 import sql
 
+from . import db
+from .config import Settings
 from .db import SQL_DIR, Cursor
 
 log = logging.getLogger(__name__)
@@ -84,3 +93,51 @@ def migrate(cur: Cursor, schema: str) -> list[str]:
 def own(schema: str, table: str) -> sql.Composed:
     """A qualified, quoted reference to one of dnl_ad's own tables for psycopg2.sql."""
     return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+
+
+class _Discard(Exception):
+    """Raised at the end of a SchemaInTransaction unit of work: roll everything back."""
+
+
+class SchemaInTransaction(db.Database):
+    """A Database for dry runs: each transaction creates the missing parts of the own
+    schema inside itself and is rolled back whatever happens, so a dry run before
+    `migrate` sees dnl_ad's tables (empty) and writes nothing.
+
+    While such a transaction is open, a concurrent `migrate` (or another such dry run)
+    waits for it: dry-run transactions are one sweep long.
+    """
+
+    def __init__(self, dsn: str, schema: str, **kwargs: object) -> None:
+        super().__init__(dsn, **kwargs)  # type: ignore[arg-type]
+        self.schema = schema
+
+    @contextmanager
+    def transaction(self, *, attempts: int = 3) -> Iterator[Cursor]:
+        try:
+            with super().transaction(attempts=attempts) as cur:
+                if pending(cur, self.schema):
+                    migrate(cur, self.schema)
+                yield cur
+                raise _Discard
+        except _Discard:
+            pass
+
+
+def open_database(settings: Settings, *,
+                  sleep: Callable[[float], None] = time.sleep) -> db.Database:
+    """The daemon's database: in dry run one that never commits and lacks nothing."""
+    timeouts = db.SessionTimeouts.from_settings(settings)
+    if settings.dry_run:
+        return SchemaInTransaction(settings.connection_string, settings.own_schema, sleep=sleep,
+                                   timeouts=timeouts)
+    return db.Database(settings.connection_string, sleep=sleep, timeouts=timeouts)
+
+
+def missing_line(cur: Cursor, schema: str) -> str:
+    """'' when the schema is up to date, else one line saying what to run."""
+    todo = pending(cur, schema)
+    if not todo:
+        return ""
+    return (f"schema {schema} lacks {', '.join(n for _, n in todo)}: run `dnl-ad migrate` "
+            "(start does it too)")

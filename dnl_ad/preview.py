@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from . import db
+from . import db, migrations
 from .alerts import ALERTS, AlertSpec
 from .config import Settings
 from .mail.message import Mail
@@ -78,14 +78,14 @@ def main(settings: Settings, alert: str, *, client_id: int, at: dt.datetime | No
         print(f"unknown alert {alert!r}; choose one of {names}", file=sys.stderr)
         return 2
     now = at or dt.datetime.now(dt.timezone.utc)
-    database = db.Database(settings.connection_string)
-    try:
-        with tempfile.TemporaryDirectory(prefix="dnl_ad_preview_") as tmp:
-            dry = settings.replace(dry_run=True, dry_run_dir=tmp)
+    with tempfile.TemporaryDirectory(prefix="dnl_ad_preview_") as tmp:
+        dry = settings.replace(dry_run=True, dry_run_dir=tmp)
+        database = migrations.open_database(dry)  # read-only, also before `migrate`
+        try:
             result = spec.sweep_function()(database, now, dry)
-        resources = _resources(database, client_id) if spec.kind in TRUNK_KINDS else set()
-    finally:
-        database.close()
+            resources = _resources(database, client_id) if spec.kind in TRUNK_KINDS else set()
+        finally:
+            database.close()
     mails = client_mails(result.mails, spec.kind, client_id, resources)
     if not mails:
         print(f"client {client_id} would get no {spec.kind} notice at {now.isoformat()} "

@@ -24,13 +24,16 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import schedule
 
-from . import db
+from . import db, logs
 from .alerts import ALERTS, AlertSpec
 from .config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ Clock = Callable[[], dt.datetime]
 TICK_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 300.0          # a failing job is retried at least this often
 OUTAGE_BACKOFF_CAP_SECONDS = 30.0    # ...and sooner when only the database was away
+OUTBOX_METRICS_SECONDS = 15          # outbox depth for /metrics (when METRICS_PORT is set)
 
 
 def utc_now() -> dt.datetime:
@@ -135,8 +139,10 @@ class _Job(schedule.Job):
         started = time.monotonic()
         delay = self.period
         result = None
+        ok = False
         try:
             result = self.job_func(now)
+            ok = True
         except Exception as exc:
             self.failures += 1
             if db.is_connection_error(exc):
@@ -156,6 +162,8 @@ class _Job(schedule.Job):
             log.debug("job %s done in %.2f s", self.name, time.monotonic() - started)
         self.last_run = self.scheduler.clock()
         self.next_run = self.last_run + dt.timedelta(seconds=delay)
+        if self.scheduler.on_run is not None:
+            self.scheduler.on_run(self.name, ok, time.monotonic() - started, result)
         return result
 
 
@@ -166,6 +174,8 @@ class Registry(schedule.Scheduler):
         super().__init__()
         self.clock = clock
         self.jobs: list[_Job] = []  # type: ignore[assignment]
+        # called after every run: (job name, succeeded, seconds, result) -> metrics
+        self.on_run: Callable[[str, bool, float, Any], None] | None = None
 
     def every(self, interval: int = 1) -> _Job:  # type: ignore[override]
         return _Job(interval, self)
@@ -206,11 +216,21 @@ class Loop:
                  clock: Clock = utc_now, wakeup: Wakeup | None = None,
                  jobs: Callable[[Loop], list[JobDef]] | None = None,
                  reload: Callable[[], Settings] | None = None,
-                 on_reload: Callable[[Settings], None] | None = None) -> None:
+                 on_reload: Callable[[Settings], None] | None = None,
+                 guard: Callable[[], bool] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.settings = settings
+        # asked before each tick: may the jobs run (dnl_ad.leader.ActiveGuard)
+        self.guard = guard
+        self.conditions = logs.Conditions(log, logging.WARNING)
+        self.metrics = metrics
+        # called after every tick with the names of the jobs that ran (systemd.Notifier)
+        self.tick_hooks: list[Callable[[Loop, list[str]], None]] = []
         self.database = database
         self.wakeup = wakeup or Wakeup()
         self.registry = Registry(clock)
+        if metrics is not None:
+            self.registry.on_run = metrics.observe
         self._jobs = jobs or standard_jobs
         self._reload, self._on_reload = reload, on_reload
         self._build()
@@ -221,11 +241,23 @@ class Loop:
             self.registry.add(job.name, job.period, job.func)
 
     def should_stop(self) -> bool:
-        return self.wakeup.stop_requested
+        """Between jobs and between messages: a stop request, or an active-daemon lock
+        not confirmed recently (this process may have been stopped and replaced)."""
+        if self.wakeup.stop_requested:
+            return True
+        current = getattr(self.guard, "current", None)
+        return current is not None and not current()
 
     def tick(self) -> list[str]:
         """Run what is due now; the loop calls this every second, tests call it directly."""
-        return self.registry.run_pending(self.should_stop)
+        may_run = self.guard is None or self.guard()
+        ran = self.registry.run_pending(self.should_stop) if may_run else []
+        if self.metrics is not None:
+            self.metrics.tick(active=getattr(self.guard, "role", "active") == "active",
+                              database_up=self.database.down_since is None)
+        for hook in self.tick_hooks:
+            hook(self, ran)
+        return ran
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the running one if the new one is bad."""
@@ -246,10 +278,17 @@ class Loop:
             log.error("reload refused, the running configuration stays: %s: %s",
                       type(exc).__name__, db.scrub(str(exc)))
             return False
+        if new.connection_string != self.settings.connection_string and self.guard is not None:
+            # the active-daemon lock is held on the running database: moving only the
+            # jobs would leave it behind (and let another daemon be active there)
+            log.warning("reload: a CONNECTION_STRING change needs a restart; the running "
+                        "database stays, the rest is reloaded")
+            new = new.replace(connection_string=self.settings.connection_string)
         if new.connection_string != self.settings.connection_string:
             self.database.close()
-            self.database = db.Database(new.connection_string, sleep=self.wakeup.sleep,
-                                        timeouts=db.SessionTimeouts.from_settings(new))
+            from . import migrations
+
+            self.database = migrations.open_database(new, sleep=self.wakeup.sleep)
         self.settings = new
         self._build()
         log.info("configuration reloaded from %s; templates are read afresh; all jobs run now",
@@ -270,16 +309,30 @@ class Loop:
 # --- the standard jobs ------------------------------------------------------------------
 
 def _sweep_job(loop: Loop, spec: AlertSpec) -> Callable[[dt.datetime], Any]:
+    """One alert's sweep. Its summary line is INFO when the sweep did something, unless
+    it says exactly what the previous one said (a dry run decides the same notices each
+    sweep); clients skipped sweep after sweep (bad data, reasons logged once per client)
+    are a condition: said when it starts, when the count changes, and when it ends."""
+    last = [""]
+
     def run(now: dt.datetime) -> Any:
         started = time.monotonic()
         # a sweep that waits on outside services (the CDR API) wakes on SIGTERM
         extra = {"stop": loop.wakeup} if spec.stoppable else {}
         result = spec.sweep_function()(loop.database, now, loop.settings, **extra)
-        busy = result.queued or result.skipped or result.state_changes
-        log.log(logging.INFO if busy else logging.DEBUG,
-                "%s: %d queued, %d already queued, %d skipped, %d state changes (%.2f s)",
-                spec.kind, result.queued, result.duplicates, result.skipped,
-                result.state_changes, time.monotonic() - started)
+        summary = (f"{spec.kind}: {result.queued} queued, {result.duplicates} already "
+                   f"queued, {result.skipped} skipped, {result.state_changes} state changes")
+        busy = (result.queued or result.state_changes) and summary != last[0]
+        log.log(logging.INFO if busy else logging.DEBUG, "%s (%.2f s)", summary,
+                time.monotonic() - started)
+        last[0] = summary
+        if result.skipped:
+            loop.conditions.holds(("skipped", spec.kind), "%s: %d client(s) skipped each "
+                                  "sweep until their data is fixed (reasons logged once each)",
+                                  spec.kind, result.skipped)
+        else:
+            loop.conditions.ends(("skipped", spec.kind), "%s: no client skipped any more",
+                                 spec.kind)
         return result
     return run
 
@@ -301,4 +354,14 @@ def standard_jobs(loop: Loop) -> list[JobDef]:
     jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
                    _sweep_job(loop, spec)) for spec in ALERTS.values()]
     jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
+    if loop.metrics is not None and not loop.settings.dry_run:
+        jobs.append(JobDef("outbox_metrics", OUTBOX_METRICS_SECONDS, _outbox_metrics_job(loop)))
     return jobs
+
+
+def _outbox_metrics_job(loop: Loop) -> Callable[[dt.datetime], Any]:
+    def run(now: dt.datetime) -> Any:
+        assert loop.metrics is not None
+        metrics, schema = loop.metrics, loop.settings.own_schema
+        return loop.database.run(lambda cur: metrics.read_outbox(cur, schema, now))
+    return run

@@ -60,6 +60,10 @@ CDR_API_USER = apiuser
 CDR_API_PASSWORD = apipass
 CDR_API_TIMEOUT_SECONDS = 40
 CDR_API_POLL_SECONDS = 2
+HA_STANDBY = on
+HA_TAKEOVER_SECONDS = 45
+METRICS_PORT = 9187
+METRICS_ADDRESS = 0.0.0.0
 """
 
 
@@ -98,6 +102,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
     assert (s.cdr_api_host, s.cdr_api_token_port, s.cdr_api_export_port) == (
         "cdr.switch.example", 18887, 18889)
+    assert (s.ha_standby, s.ha_takeover_seconds) == (True, 45)
+    assert (s.metrics_port, s.metrics_address) == (9187, "0.0.0.0")
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
@@ -130,6 +136,7 @@ def test_loglevel_number(tmp_path: Path) -> None:
         ("CONNECTION_STRING", "mysql://x/y", "postgresql:// URI"),
         ("OWN_SCHEMA", "dnl; drop", "plain schema name"),
         ("CATCHUP_HOURS", "-1", "integer >= 0"),
+        ("HA_TAKEOVER_SECONDS", "5", "integer >= 10 and <= 3600"),
     ],
 )
 def test_bad_value_names_key_value_and_expectation(tmp_path: Path, key: str, value: str,
@@ -196,14 +203,14 @@ def test_settings_frozen(tmp_path: Path) -> None:
         s.dry_run = True  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("command", [["migrate"], ["start"], ["check"], ["status"], ["debug"],
+@pytest.mark.parametrize("command", [["migrate"], ["start"], ["check"], ["restart"], ["debug"],
                                      ["harness"], ["preview", "1", "--client", "1"]])
-def test_every_command_refuses_bad_value_with_exit_2(
+def test_every_command_refuses_bad_value_with_exit_1(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         command: list[str]) -> None:
     path = write(tmp_path, "[dnl_ad]\nSMTP_PORT = abc\n")
     monkeypatch.delenv("DNL_AD_CONFIG", raising=False)
-    assert cli.main(["--config", str(path), *command]) == 2
+    assert cli.main(["--config", str(path), *command]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["config error: SMTP_PORT='abc': expected an integer >= 1 and <= 65535"]
 
@@ -213,5 +220,5 @@ def test_python_dash_m_runs_the_cli(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
     proc = subprocess.run([sys.executable, "-m", "dnl_ad", "--config", str(path), "migrate"],
                           capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 2
+    assert proc.returncode == 1
     assert proc.stderr.strip().startswith("config error: LOGLEVEL='LOUD'")

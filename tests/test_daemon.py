@@ -44,13 +44,18 @@ def write_ini(path: Path, settings: Settings, **extra: str) -> Path:
     return path
 
 
-@pytest.fixture
-def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+def daemon_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    """The environment of a CLI subprocess: an ini for this test, short cadences."""
     ini = write_ini(tmp_path / "dnl_ad.ini", settings)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")}
     return {**clean, "DNL_AD_CONFIG": str(ini), "DNL_AD_DELIVERY_SECONDS": "1",
             "DNL_AD_BALANCE_CHECK_SECONDS": "2", "DNL_AD_DAILY_CHECK_SECONDS": "2",
             "DNL_AD_TRUNK_CHECK_SECONDS": "2"}
+
+
+@pytest.fixture
+def env(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    return daemon_env(settings, tmp_path)
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -161,9 +166,9 @@ def test_start_reports_an_unreachable_database(env, settings, tmp_path) -> None:
     assert cli(env, "status").returncode == 3
 
 
-def test_bad_configuration_exits_2(env) -> None:
+def test_bad_configuration_exits_1(env) -> None:
     result = cli({**env, "DNL_AD_DELIVERY_SECONDS": "soon"}, "start")
-    assert result.returncode == 2 and "DELIVERY_SECONDS" in result.stderr
+    assert result.returncode == 1 and "DELIVERY_SECONDS" in result.stderr
 
 
 def test_debug_runs_in_foreground_with_debug_logs_and_sighup_reloads(env, settings,

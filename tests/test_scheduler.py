@@ -303,3 +303,30 @@ def test_a_statement_timeout_is_a_job_failure_not_an_outage(settings, database, 
     with database.transaction() as cur:
         cur.execute("SELECT pg_backend_pid() AS pid")
         assert cur.fetchone()["pid"] == pid
+
+
+def test_a_condition_is_logged_when_it_starts_and_ends_not_every_sweep(
+        settings, database, conn, caplog) -> None:
+    """Found by running the loop on the demo data: a client without a threshold made every
+    balance sweep log the same INFO summary, 60 lines an hour."""
+    with conn.cursor() as cur:
+        demo_data.generate(cur, 40, T0)  # client 31 has no client_low_balance_config row
+    clock = FakeClock(T0)
+    caplog.set_level(logging.INFO)
+    loop = Loop(settings, database, clock=clock)
+    for _ in range(10):
+        loop.tick()
+        clock.advance(61)
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno >= logging.INFO and r.name.startswith("dnl_ad")]
+    repeated = {line for line in lines if lines.count(line) > 1}
+    assert not repeated, repeated
+    assert sum("low_balance: 1 client(s) skipped" in line for line in lines) == 1
+    f.insert(conn, "client_low_balance_config", client_id=31, value_type=0,
+             actual_notify_balance=100)
+    caplog.clear()
+    for _ in range(3):
+        loop.tick()
+        clock.advance(61)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines.count("low_balance: no client skipped any more") == 1
