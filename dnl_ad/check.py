@@ -184,7 +184,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             rows += check_contract(cur)
             rows.append(check_schema(cur, settings))
             try:
-                cur.execute("SELECT * FROM system_parameter ORDER BY id LIMIT 1")
+                cur.execute("SELECT * FROM system_parameter LIMIT 1")
                 system = dict(cur.fetchone() or {})
             except Exception as exc:
                 conn.rollback()

@@ -199,7 +199,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_USER": ("smtp_user", _str),
     "SMTP_PASSWORD": ("smtp_password", lambda raw: raw),
     "SMTP_SECURITY": ("smtp_security", lambda raw: "" if not raw.strip()
-                      else _choice("none", "starttls", "ssl")(raw)),
+                      else _choice("none", "auto", "starttls", "ssl")(raw)),
     "SMTP_FROM": ("smtp_from", _str),
     "SMTP_VERIFY": ("smtp_verify", _bool),
     "SMTP_TIMEOUT_SECONDS": ("smtp_timeout_seconds", _int_range(1, 600)),

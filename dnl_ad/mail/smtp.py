@@ -1,9 +1,12 @@
 """SMTP: one session per delivery batch, per-recipient results, reconnect on a drop.
 
 Where the settings come from: the ini (SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASSWORD,
-SMTP_SECURITY) wins, field by field, over the provider's system_parameter (smtphost,
-smtpport, emailusername, emailpassword, smtp_secure). Security: 'ssl' = implicit TLS,
-'starttls', or 'none'; when neither names it, port 465 means ssl and 587 starttls.
+SMTP_SECURITY) wins, field by field, over the provider's system_parameter as the DNL v5
+UI stores it (smtphost, smtpport varchar, emailusername, emailpassword, smtp_secure
+integer 0 none / 1 STARTTLS / 2 SSL / 3 NTLM, loginemail 'true'/'false' = whether to
+AUTH at all). Security: 'ssl' = implicit TLS, 'starttls', 'auto' (STARTTLS when the
+server offers it) or 'none'; when neither names it, port 465 means ssl and 587
+starttls. NTLM is not supported: 3 is logged once and treated as 'auto' with AUTH.
 Certificates are verified (SMTP_VERIFY) against the system CA store, or the file in the
 standard SSL_CERT_FILE environment variable.
 """
@@ -22,15 +25,17 @@ from ..config import Settings
 
 log = logging.getLogger(__name__)
 
+# system_parameter.smtp_secure / mail_sender.secure: v5 stores 0-3; older databases text
 _SECURE_ALIASES = {"ssl": "ssl", "tls": "starttls", "starttls": "starttls", "none": "none",
-                   "": ""}
+                   "": "", "0": "none", "1": "starttls", "2": "ssl", "3": "ntlm"}
+_ntlm_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
 class SmtpConfig:
     host: str
     port: int
-    security: str  # none | starttls | ssl
+    security: str  # none | auto | starttls | ssl
     user: str = ""
     password: str = field(default="", repr=False)
     verify: bool = True
@@ -54,21 +59,43 @@ def _system_port(raw: Any) -> int:
     return int(text)
 
 
+def _security(raw: Any, where: str) -> str:
+    """smtp_secure / secure (0-3 or legacy text) -> none | starttls | ssl | auto | ''."""
+    text = "" if raw is None else str(raw).strip().lower()
+    security = _SECURE_ALIASES.get(text, "")
+    if security == "ntlm":
+        if where not in _ntlm_warned:
+            _ntlm_warned.add(where)
+            log.warning("%s=3 (NTLM) is not supported: using STARTTLS when the server "
+                        "offers it, and AUTH PLAIN/LOGIN", where)
+        security = "auto"
+    return security
+
+
+def _wants_login(raw: Any) -> bool:
+    """loginemail: 'false' (any case) means never AUTH, whatever username is stored."""
+    if raw is None:
+        return True
+    return str(raw).strip().lower() not in {"false", "0", "f", "no"}
+
+
 def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
     """The effective SMTP settings: ini fields override system_parameter fields."""
     host = settings.smtp_host or str(system.get("smtphost") or "").strip() or "localhost"
     port = settings.smtp_port or _system_port(system.get("smtpport"))
-    security = settings.smtp_security or _SECURE_ALIASES.get(
-        str(system.get("smtp_secure") or "").strip().lower(), "")
+    security = settings.smtp_security or _security(system.get("smtp_secure"),
+                                                   "system_parameter.smtp_secure")
     if not security:
         security = {465: "ssl", 587: "starttls"}.get(port, "none")
     if not port:
         port = {"ssl": 465, "starttls": 587}.get(security, 25)
     if settings.smtp_user:
         user, password = settings.smtp_user, settings.smtp_password
-    else:
+    elif _wants_login(system.get("loginemail")):
         user = str(system.get("emailusername") or "").strip()
         password = settings.smtp_password or str(system.get("emailpassword") or "")
+    else:
+        user, password = "", ""
     return SmtpConfig(host, port, security, user, password, settings.smtp_verify,
                       float(settings.smtp_timeout_seconds))
 
@@ -129,7 +156,8 @@ class Session:
                 smtp = smtplib.SMTP(c.host, c.port, local_hostname=local, timeout=c.timeout)
             try:
                 smtp.ehlo()
-                if c.security == "starttls":
+                if c.security == "starttls" or (c.security == "auto"
+                                                and smtp.has_extn("starttls")):
                     smtp.starttls(context=tls_context(c.verify))
                     smtp.ehlo()
                 if c.user:
