@@ -171,6 +171,14 @@ class Settings:
     cdr_api_timeout_seconds: int = 120
     cdr_api_poll_seconds: int = 5
     config_path: str = ""
+    # --- delivery and SMTP (issue 16) ---
+    delivery_max_age_hours: int = 72
+    smtp_backoff_max_seconds: int = 300
+    smtp_allow_plain_auth: bool = False
+    smtp_ca_file: str = ""
+    smtp_helo_name: str = ""
+    max_recipients: int = 50
+    reply_to: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -182,6 +190,14 @@ def _schema_name(raw: str) -> str:
     if not v or not (v[0].isalpha() or v[0] == "_") or not all(c.isalnum() or c == "_" for c in v):
         raise ValueError("a plain schema name (letters, digits, underscore)")
     return v.lower()
+
+
+def _helo_name(raw: str) -> str:
+    v = raw.strip()
+    if v and not all(c.isalnum() or c in ".-[]:" for c in v):
+        raise ValueError("a host name such as mail.carrier.example (or empty: this host's "
+                         "fully qualified name)")
+    return v
 
 
 # key -> (field name, parser). One place lists every key; README and dnl_ad.ini document them.
@@ -222,9 +238,17 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CDR_API_PASSWORD": ("cdr_api_password", lambda raw: raw),
     "CDR_API_TIMEOUT_SECONDS": ("cdr_api_timeout_seconds", _int_range(1, 3600)),
     "CDR_API_POLL_SECONDS": ("cdr_api_poll_seconds", _int_range(1, 600)),
+    # --- delivery and SMTP (issue 16) ---
+    "DELIVERY_MAX_AGE_HOURS": ("delivery_max_age_hours", _int_range(1, 24 * 31)),
+    "SMTP_BACKOFF_MAX_SECONDS": ("smtp_backoff_max_seconds", _int_range(1, 86400)),
+    "SMTP_ALLOW_PLAIN_AUTH": ("smtp_allow_plain_auth", _bool),
+    "SMTP_CA_FILE": ("smtp_ca_file", _str),
+    "SMTP_HELO_NAME": ("smtp_helo_name", _helo_name),
+    "MAX_RECIPIENTS": ("max_recipients", _int_range(1, 1000)),
+    "REPLY_TO": ("reply_to", _str),
 }
 
-_PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}
+_PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}
 
 
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:
@@ -288,7 +312,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         values[field] = parsed
     for field in _PATH_FIELDS - values.keys():
         default = getattr(Settings, field)
-        if not Path(default).is_absolute():
+        if default and not Path(default).is_absolute():
             values[field] = str(base / default)
     settings = Settings(**values)
     if settings.retry_max_seconds < settings.retry_base_seconds:

@@ -2,18 +2,24 @@
 
 One run (the daemon calls it every DELIVERY_SECONDS):
 
-1. claim up to DELIVERY_BATCH due rows (FOR UPDATE SKIP LOCKED, leased) and commit, so
-   no transaction stays open while we talk SMTP;
+1. expire, by age only, notices older than DELIVERY_MAX_AGE_HOURS (failed, with a final
+   email_log row saying so); then, unless the SMTP server is backed off (below), claim up
+   to DELIVERY_BATCH due rows (FOR UPDATE SKIP LOCKED, leased) and commit, so no
+   transaction stays open while we talk SMTP;
 2. send them one by one over one session, only to recipients that have not accepted yet;
-   per recipient: 2xx sent, 4xx or a lost connection retried later (backoff
-   RETRY_BASE_SECONDS * 2^(attempts-1), capped at RETRY_MAX_SECONDS, at most
-   MAX_ATTEMPTS), 5xx failed. A dropped connection is reopened for the next message;
-   when no connection can be made at all, every remaining row is retried later;
-3. record each outcome as soon as the server has answered (outbox row + email_log row for
+   per recipient, for answers about this notice (its RCPT or DATA): 2xx sent, 4xx or a
+   lost connection retried later (backoff RETRY_BASE_SECONDS * 2^(attempts-1), capped at
+   RETRY_MAX_SECONDS, at most MAX_ATTEMPTS), 5xx failed;
+3. server-wide trouble is nobody's attempt: when no session can be made (refused,
+   timeout, TLS, AUTH, a 421 greeting) the whole delivery through that server backs off
+   (RETRY_BASE_SECONDS * 2^(n-1), capped at SMTP_BACKOFF_MAX_SECONDS, kept in the own
+   schema's smtp_backoff) and every claimed notice is given back unchanged. An outage is
+   logged once when it starts and once when it ends;
+4. record each outcome as soon as the server has answered (outbox row + email_log row for
    final outcomes), so a crash after a send re-sends at most the message in hand;
-4. between messages, `should_stop()` (SIGTERM): finish the message in hand, release
+5. between messages, `should_stop()` (SIGTERM): finish the message in hand, release
    the rest untouched;
-5. never start a message once the claim's lease is about to run out (a slow relay): by
+6. never start a message once the claim's lease is about to run out (a slow relay): by
    then another deliverer may claim the same rows, so the rest is released (only rows
    still under this claim's lease) for the next claim.
 
@@ -48,6 +54,8 @@ class DeliveryResult:
     failed: int = 0
     connections: int = 0
     released: int = 0
+    deferred: int = 0  # given back uncharged: the server as a whole was in trouble
+    expired: int = 0
 
     @property
     def total(self) -> int:
@@ -98,17 +106,15 @@ class _Recorder:
         self.marks, self.logs = [], []
 
 
-def _outcome(row: outbox.Claimed, result: smtp.SendResult | None, error: str,
-             settings: Settings, now: dt.datetime
-             ) -> tuple[outbox.Mark, outbox.LogEntry | None, str, str]:
+def _outcome(row: outbox.Claimed, result: smtp.SendResult, settings: Settings,
+             now: dt.datetime) -> tuple[outbox.Mark, outbox.LogEntry | None, str, str]:
     """Decide one row's new state from the replies. Returns (mark, log entry, outcome, why)."""
     todo = row.todo
     done, failed = list(row.done_addrs), list(row.failed_addrs)
     problems: list[str] = []
-    replies = result.replies if result else {}
     last_reply = ""
     for rcpt in todo:
-        code, text = replies.get(rcpt, (0, ""))
+        code, text = result.replies.get(rcpt, (0, ""))
         if 200 <= code < 300:
             done.append(rcpt)
             last_reply = text
@@ -117,10 +123,8 @@ def _outcome(row: outbox.Claimed, result: smtp.SendResult | None, error: str,
             problems.append(f"{rcpt}: {text}")
         elif code:
             problems.append(f"{rcpt}: {text}")
-    if result and result.connection_lost:
+    if result.connection_lost:
         problems.append(result.connection_lost)
-    if error:
-        problems.append(error)
     attempts = row.attempts + 1
     left = [a for a in todo if a not in done and a not in failed]
     why = "; ".join(problems)
@@ -146,6 +150,22 @@ def _load_system(cur: db.Cursor) -> dict:
     return dict(cur.fetchone() or {})
 
 
+def outage_wait(settings: Settings, failures: int) -> dt.timedelta:
+    """How long the whole delivery through a server in trouble waits after `failures`
+    server-wide failures in a row."""
+    seconds = settings.retry_base_seconds * 2 ** min(max(failures - 1, 0), 32)
+    return dt.timedelta(seconds=min(seconds, settings.smtp_backoff_max_seconds))
+
+
+def _expire(cur: db.Cursor, settings: Settings, now: dt.datetime) -> int:
+    expired = outbox.expire(cur, settings.own_schema, now,
+                            dt.timedelta(hours=settings.delivery_max_age_hours))
+    for key, entry in expired:
+        log.warning("client %s to %s subject %r: %s (key %s)", entry.client_id,
+                    ", ".join(entry.addresses), entry.subject, entry.error, key)
+    return len(expired)
+
+
 def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
             should_stop: Callable[[], bool] = lambda: False,
             monotonic: Callable[[], float] = time.monotonic) -> DeliveryResult:
@@ -161,10 +181,13 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     schema = settings.own_schema
     lease = lease_for(settings)
     with database.transaction() as cur:
+        result.expired = _expire(cur, settings, now)
         try:
             config = smtp.resolve(settings, _load_system(cur))
         except smtp.SessionError as exc:  # unusable settings: claim nothing, say why
             log.error("delivery: %s; nothing sent", exc)
+            return result
+        if config.key in outbox.backed_off(cur, schema, now):
             return result
         rows = outbox.claim(cur, schema, now=now, limit=settings.delivery_batch,
                             lease=lease)
@@ -172,8 +195,10 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     if not rows:
         return result
     recorder = _Recorder(database, settings)
-    session_error = ""
     released: list[int] = []
+    trouble = ""
+    deferred: list[int] = []
+    answered = False
     try:
         with smtp.Session(config) as session:
             for index, row in enumerate(rows):
@@ -189,16 +214,16 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
                                 monotonic() - claimed_at, lease.total_seconds(),
                                 len(released))
                     break
-                send_result = None
-                if not session_error and row.todo:
-                    try:
-                        send_result = session.send(row.from_addr, row.todo, row.message)
-                    except smtp.SessionError as exc:
-                        session_error = str(exc)
-                        log.error("delivery: %s; %d notices will be retried", session_error,
-                                  len(rows) - index)
-                mark, entry, outcome, why = _outcome(row, send_result, session_error,
-                                                     settings, now)
+                if not row.todo:
+                    continue
+                try:
+                    send_result = session.send(row.from_addr, row.todo, row.message)
+                except smtp.SessionError as exc:
+                    trouble = str(exc)
+                    deferred = [r.id for r in rows[index:]]
+                    break
+                answered = True
+                mark, entry, outcome, why = _outcome(row, send_result, settings, now)
                 setattr(result, outcome, getattr(result, outcome) + 1)
                 _log_outcome(row, outcome, why)
                 recorder.add(mark, entry)
@@ -209,11 +234,43 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
             with database.transaction() as cur:
                 outbox.release(cur, schema, released, now + lease)
             result.released = len(released)
-    if result.total or result.released:
+    if trouble:
+        _server_trouble(database, settings, config, now, trouble, deferred, now + lease,
+                        result)
+    elif answered:
+        _server_ok(database, settings, config, now)
+    if result.total or result.released or result.deferred:
         log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "
-                 "%d connection(s)", config.where, result.sent, result.retry, result.failed,
-                 result.released, result.connections)
+                 "%d deferred, %d connection(s)", config.where, result.sent, result.retry,
+                 result.failed, result.released, result.deferred, result.connections)
     return result
+
+
+def _server_trouble(database: db.Database, settings: Settings, config: smtp.SmtpConfig,
+                    now: dt.datetime, why: str, ids: list[int], lease_until: dt.datetime,
+                    result: DeliveryResult) -> None:
+    """The server as a whole failed: back off, give the rows back uncharged, say it once."""
+    with database.transaction() as cur:
+        result.deferred += outbox.defer(cur, settings.own_schema, ids, lease_until, why)
+        failures, next_try = outbox.server_trouble(
+            cur, settings.own_schema, config.key, now, why,
+            lambda n: outage_wait(settings, n))
+    if failures == 1:
+        log.error("delivery paused: %s; %d notices wait, no attempt is charged to them; "
+                  "next try at %s", why, len(ids), next_try.isoformat(timespec="seconds"))
+    else:
+        log.debug("delivery still paused (%d failures in a row): %s; next try at %s",
+                  failures, why, next_try.isoformat(timespec="seconds"))
+
+
+def _server_ok(database: db.Database, settings: Settings, config: smtp.SmtpConfig,
+               now: dt.datetime) -> None:
+    with database.transaction() as cur:
+        ended = outbox.server_ok(cur, settings.own_schema, config.key)
+    if ended:
+        since, failures = ended
+        log.warning("SMTP %s answers again after %s (%d failed tries); delivery resumes",
+                    config.where, str(now - since).split(".")[0], failures)
 
 
 def _log_outcome(row: outbox.Claimed, outcome: str, why: str) -> None:

@@ -11,12 +11,16 @@ Life of a row:
    are claimed again.
 3. `mark` records each outcome (sent / retry at a later time / failed) and clears the
    lease; `log_outcomes` writes the provider's email_log rows for final outcomes.
+4. `defer` gives rows back untouched but for the server's trouble in `last_error` (the
+   server was unreachable, closing or rate-limiting: no attempt is charged), and
+   `server_trouble` / `server_ok` keep the server-wide backoff (table smtp_backoff).
+5. `expire` ends, by age only, a notice that could not be delivered in time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg2 import sql
@@ -32,6 +36,10 @@ PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 def _table(schema: str) -> sql.Composed:
     return sql.SQL("{}.outbox").format(sql.Identifier(schema))
+
+
+def _backoff_table(schema: str) -> sql.Composed:
+    return sql.SQL("{}.smtp_backoff").format(sql.Identifier(schema))
 
 
 @dataclass(frozen=True)
@@ -215,3 +223,72 @@ def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
             " status, error, subject, content, alert_rule) VALUES %s",
             values,
         )
+
+
+def defer(cur: Cursor, schema: str, ids: Sequence[int], lease_until: dt.datetime,
+          why: str) -> int:
+    """Give claimed rows back without charging an attempt (server-wide trouble): they
+    stay due, their lease is cleared and `why` is kept as last_error. Only rows still
+    under this claim's lease are touched. Returns how many."""
+    if not ids:
+        return 0
+    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, last_error = %s"
+                        " WHERE id = ANY(%s) AND lease_until = %s AND status = 'pending'"
+                        ).format(_table(schema)), (why, list(ids), lease_until))
+    return cur.rowcount
+
+
+def backed_off(cur: Cursor, schema: str, now: dt.datetime) -> dict[str, dt.datetime]:
+    """Servers in trouble whose next try is still ahead: server key -> next_try_at."""
+    cur.execute(sql.SQL("SELECT server, next_try_at FROM {} WHERE next_try_at > %s").format(
+        _backoff_table(schema)), (now,))
+    return {r["server"]: r["next_try_at"] for r in cur.fetchall()}
+
+
+def server_trouble(cur: Cursor, schema: str, server: str, now: dt.datetime, why: str,
+                   wait: Callable[[int], dt.timedelta]) -> tuple[int, dt.datetime]:
+    """Count one more server-wide failure; the next try waits `wait(failures)`.
+    Returns (failures in a row, next try)."""
+    cur.execute(sql.SQL("SELECT failures FROM {} WHERE server = %s FOR UPDATE").format(
+        _backoff_table(schema)), (server,))
+    row = cur.fetchone()
+    failures = (row["failures"] if row else 0) + 1
+    next_try = now + wait(failures)
+    cur.execute(sql.SQL(
+        "INSERT INTO {} (server, failures, since, next_try_at, last_error)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (server) DO UPDATE SET"
+        " failures = EXCLUDED.failures, next_try_at = EXCLUDED.next_try_at,"
+        " last_error = EXCLUDED.last_error").format(_backoff_table(schema)),
+        (server, failures, now, next_try, why))
+    return failures, next_try
+
+
+def server_ok(cur: Cursor, schema: str, server: str) -> tuple[dt.datetime, int] | None:
+    """The server answered: end its trouble. Returns (since, failures) when it had some."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE server = %s RETURNING since, failures").format(
+        _backoff_table(schema)), (server,))
+    row = cur.fetchone()
+    return (row["since"], row["failures"]) if row else None
+
+
+def expire(cur: Cursor, schema: str, now: dt.datetime, max_age: dt.timedelta
+           ) -> list[tuple[str, LogEntry]]:
+    """End every pending, unclaimed notice queued more than `max_age` before `now`:
+    status failed, with its final email_log row. Returns (dedupe key, log entry) each."""
+    cur.execute(sql.SQL(
+        "UPDATE {} SET status = 'failed', finished_at = %(now)s, lease_until = NULL,"
+        " last_error = 'expired: not delivered within ' || %(hours)s || ' h'"
+        " || coalesce(' (last error: ' || last_error || ')', '')"
+        " WHERE status = 'pending' AND created_at <= %(limit)s"
+        " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+        " RETURNING dedupe_key, client_id, to_addrs, cc_addrs, email_type, alert_rule,"
+        " subject, html_body, last_error").format(_table(schema)),
+        {"now": now, "limit": now - max_age,
+         "hours": f"{max_age.total_seconds() / 3600:g}"})
+    found = [(r["dedupe_key"], LogEntry(now, r["client_id"],
+                                        list(r["to_addrs"]) + list(r["cc_addrs"]),
+                                        r["email_type"], r["alert_rule"], 1, r["last_error"],
+                                        "", r["subject"], r["html_body"]))
+             for r in cur.fetchall()]
+    log_outcomes(cur, [entry for _, entry in found])
+    return found

@@ -115,15 +115,27 @@ class SmtpSink:
         self.handler = RecordingHandler(eml_dir)
         self.host = "127.0.0.1"
         self.port = free_port()
-        self.controller = _SinkController(self.handler, hostname=self.host, port=self.port,
-                                          **kwargs)
+        self._kwargs = kwargs
+        self.controller: Controller = _SinkController(self.handler, hostname=self.host,
+                                                      port=self.port, **kwargs)
+        self._started = False
 
     def start(self) -> SmtpSink:
+        """Start (again, after stop(): a new listener on the same port; an outage ends)."""
+        if self._started:
+            return self
+        if self.controller.loop.is_closed():
+            self.controller = type(self.controller)(self.handler, hostname=self.host,
+                                                    port=self.port, **self._kwargs)
         self.controller.start()
+        self._started = True
         return self
 
     def stop(self) -> None:
-        self.controller.stop()
+        """Stop listening: connections are refused until start() (an outage begins)."""
+        if self._started:
+            self.controller.stop()
+            self._started = False
 
     def __enter__(self) -> SmtpSink:
         return self.start()

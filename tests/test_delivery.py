@@ -134,8 +134,9 @@ def test_smtp_down_retries_everything_later(database, settings, conn, smtp) -> N
     queue(database, settings, [notice(f"s:{i}") for i in range(3)])
     down = settings.replace(smtp_port=free_port())  # nothing listens there
     result = delivery.deliver(database, down, now=NOW)
-    assert (result.retry, result.connections) == (3, 0)
-    assert all("cannot connect" in r["last_error"] for r in outbox_rows(conn))
+    assert (result.retry, result.deferred, result.connections) == (0, 3, 0)
+    assert all("cannot connect" in r["last_error"] and r["attempts"] == 0
+               for r in outbox_rows(conn))
     assert email_log(conn) == []
     assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 3
 

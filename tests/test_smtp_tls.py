@@ -84,9 +84,10 @@ def test_wrong_password_is_retried_not_failed(database, settings, conn, starttls
     queue(database, settings, [notice()])
     cfg = _settings(settings, starttls_sink, smtp_security="starttls", smtp_user="alerts",
                     smtp_password="wrong-pw-123")
-    assert delivery.deliver(database, cfg, now=NOW).retry == 1
+    assert delivery.deliver(database, cfg, now=NOW).deferred == 1
     [row] = outbox_rows(conn)
     assert "login as 'alerts' refused" in row["last_error"] and row["status"] == "pending"
+    assert row["attempts"] == 0  # our setup, not the notice: nothing charged
     assert "wrong-pw-123" not in caplog.text and "wrong-pw-123" not in row["last_error"]
     assert starttls_sink.messages == [] and email_log(conn) == []
 
@@ -96,8 +97,9 @@ def test_plain_session_is_refused_by_a_server_requiring_starttls(
     factories.system(conn)
     queue(database, settings, [notice()])
     result = delivery.deliver(database, _settings(settings, starttls_sink), now=NOW)
-    assert (result.sent, result.retry) == (0, 1) and starttls_sink.messages == []
-    assert "530" in outbox_rows(conn)[0]["last_error"]  # a setup problem: retried, not failed
+    assert (result.sent, result.deferred) == (0, 1) and starttls_sink.messages == []
+    [row] = outbox_rows(conn)
+    assert "530" in row["last_error"] and row["attempts"] == 0  # a setup problem: deferred
 
 
 def test_unverifiable_certificate_is_refused_unless_verification_is_off(
@@ -108,7 +110,7 @@ def test_unverifiable_certificate_is_refused_unless_verification_is_off(
     cfg = _settings(settings, starttls_sink, smtp_security="starttls", smtp_user="alerts",
                     smtp_password="s3cret")
     refused = delivery.deliver(database, cfg, now=NOW)
-    assert (refused.sent, refused.retry) == (0, 1) and starttls_sink.messages == []
+    assert (refused.sent, refused.deferred) == (0, 1) and starttls_sink.messages == []
     assert "certificate not trusted" in outbox_rows(conn)[0]["last_error"]
     insecure = delivery.deliver(database, cfg.replace(smtp_verify=False),
                                 now=NOW + dt.timedelta(hours=1))

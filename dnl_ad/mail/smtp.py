@@ -42,6 +42,11 @@ class SmtpConfig:
     timeout: float = 30.0
 
     @property
+    def key(self) -> str:
+        """Which server this is, for the server-wide backoff (host:port:user)."""
+        return f"{self.host}:{self.port}:{self.user}"
+
+    @property
     def where(self) -> str:
         """host:port (security) for log lines; never the password."""
         return f"{self.host}:{self.port} ({self.security}{', auth' if self.user else ''})"
