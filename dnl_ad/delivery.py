@@ -11,7 +11,10 @@ One run (the daemon calls it every DELIVERY_SECONDS):
    lost connection retried later (backoff RETRY_BASE_SECONDS * 2^(attempts-1), capped at
    RETRY_MAX_SECONDS, at most MAX_ATTEMPTS), 5xx failed;
 3. server-wide trouble is nobody's attempt: when no session can be made (refused,
-   timeout, TLS, AUTH, a 421 greeting) the whole delivery through that server backs off
+   timeout, TLS, AUTH, a 421 greeting), or the server speaks for itself mid-session (421
+   to any command including RSET, a rate limit: a 4xx to MAIL FROM or an enhanced
+   status 4.7.x / 4.5.3, a dropped connection), the session stops at once, the messages
+   not yet answered are not charged, and the whole delivery through that server backs off
    (RETRY_BASE_SECONDS * 2^(n-1), capped at SMTP_BACKOFF_MAX_SECONDS, kept in the own
    schema's smtp_backoff) and every claimed notice is given back unchanged. An outage is
    logged once when it starts and once when it ends;
@@ -227,6 +230,10 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
                 setattr(result, outcome, getattr(result, outcome) + 1)
                 _log_outcome(row, outcome, why)
                 recorder.add(mark, entry)
+                if send_result.trouble:  # this message's outcome stands; the session ends
+                    trouble = send_result.trouble
+                    deferred = [r.id for r in rows[index + 1:]]
+                    break
             result.connections = session.connections
     finally:
         recorder.flush()
@@ -237,7 +244,7 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     if trouble:
         _server_trouble(database, settings, config, now, trouble, deferred, now + lease,
                         result)
-    elif answered:
+    if answered and not trouble:
         _server_ok(database, settings, config, now)
     if result.total or result.released or result.deferred:
         log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "

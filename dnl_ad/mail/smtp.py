@@ -14,6 +14,7 @@ standard SSL_CERT_FILE environment variable.
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -114,12 +115,36 @@ class SessionError(Exception):
 class SendResult:
     """Per-recipient replies for one message: address -> (code, text).
 
-    `connection_lost` is set when the connection failed while this message was in hand;
-    recipients without a reply then count as not delivered (retried later).
+    `connection_lost` is set when the connection failed while this message was in hand
+    (after its RCPTs were answered): recipients without a reply then count as not
+    delivered (retried later, one attempt charged). `trouble` says the server as a whole
+    cannot go on (421 to RSET, a dropped connection): the message's own outcome stands,
+    and the caller stops the session and backs the whole delivery off.
     """
 
     replies: dict[str, tuple[int, str]]
     connection_lost: str = ""
+    trouble: str = ""
+
+
+class ServerTrouble(SessionError):
+    """The server answered for itself, not for the message in hand: 421 (closing), a
+    rate limit (a 4xx to MAIL FROM, or enhanced status 4.7.x / 4.5.3), or the connection
+    dropped before the message was answered. No attempt is charged to that message."""
+
+
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def server_wide(code: int, text: str) -> bool:
+    """A 4xx that speaks for the whole server (rather than one recipient or message):
+    421, or an enhanced status 4.7.x (policy / rate limit) or 4.5.3 (too many)."""
+    if code == 421:
+        return True
+    if not 400 <= code < 500:
+        return False
+    m = _ENHANCED.match(text.partition(" ")[2] if text[:3].isdigit() else text)
+    return bool(m) and (m.group(2) == "7" or (m.group(2), m.group(3)) == ("5", "3"))
 
 
 def tls_context(verify: bool) -> ssl.SSLContext:
@@ -196,65 +221,93 @@ class Session:
             self.close()
 
     def send(self, from_addr: str, recipients: Sequence[str], raw: bytes) -> SendResult:
-        """Send one message; raises SessionError only when no connection can be made."""
+        """Send one message.
+
+        Raises SessionError when no session can be made, and ServerTrouble when the server
+        refuses for itself before answering about this message (421, rate limit, a drop
+        before its RCPTs were answered); in both cases no attempt is charged and the
+        session is closed.
+        """
         if self._smtp is None:
             self._smtp = self._open()
         smtp = self._smtp
+        where = self.config.where
         replies: dict[str, tuple[int, str]] = {}
+        answered = False  # has the server said anything about this message's recipients?
         try:
-            code, msg = smtp.mail(from_addr)
+            options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
+            code, msg = smtp.mail(from_addr, options)
+            text = _reply_text(code, msg)
             if code == 530:  # "authentication / STARTTLS required": our setup, not the mail
                 self.close()
-                raise SessionError(f"SMTP {self.config.where}: the server wants "
+                raise SessionError(f"SMTP {where}: the server wants "
                                    f"{'STARTTLS or ' if self.config.security != 'starttls' else ''}"
-                                   f"AUTH first: {_reply_text(code, msg)}")
+                                   f"AUTH first: {text}")
+            if 400 <= code < 500:  # a 4xx to MAIL FROM is about us, not the message
+                self.close()
+                raise ServerTrouble(f"SMTP {where}: MAIL FROM refused for now: {text}")
             if code != 250:
-                replies = {r: (code, _reply_text(code, msg)) for r in recipients}
-                self._reset(code)
-                return SendResult(replies)
+                replies = {r: (code, text) for r in recipients}
+                return SendResult(replies, trouble=self._reset())
             accepted = []
             for rcpt in recipients:
                 code, msg = smtp.rcpt(rcpt)
+                text = _reply_text(code, msg)
+                if server_wide(code, text):
+                    self.close()
+                    raise ServerTrouble(f"SMTP {where}: RCPT TO refused for now: {text}")
+                answered = True
                 if 200 <= code < 300:  # 250, 251, or a stray 2xx: accepted all the same
                     accepted.append(rcpt)
                 else:
-                    replies[rcpt] = (code, _reply_text(code, msg))
+                    replies[rcpt] = (code, text)
             if not accepted:
-                self._reset(421 if any(c == 421 for c, _ in replies.values()) else 0)
-                return SendResult(replies)
+                return SendResult(replies, trouble=self._reset())
             try:
                 code, msg = smtp.data(raw)
             except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
-                if not 500 <= exc.smtp_code < 600:
+                if not 400 <= exc.smtp_code < 600:
                     raise
                 code, msg = exc.smtp_code, exc.smtp_error
-            reply = (code, _reply_text(code, msg))
+            text = _reply_text(code, msg)
+            if server_wide(code, text):
+                self.close()
+                raise ServerTrouble(f"SMTP {where}: message refused for now: {text}")
             for rcpt in accepted:
-                replies[rcpt] = reply
-            if code != 250:
-                self._reset(code)
-            return SendResult(replies)
+                replies[rcpt] = (code, text)
+            return SendResult(replies, trouble=self._reset() if code != 250 else "")
+        except ServerTrouble:
+            raise
+        except SessionError:
+            raise
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             self.close()
-            return SendResult(replies, connection_lost=f"connection lost: "
-                                                       f"{type(exc).__name__}: {exc}")
+            lost = f"SMTP {where}: connection lost: {type(exc).__name__}: {exc}"
+            if not answered:
+                raise ServerTrouble(lost) from None
+            return SendResult(replies, connection_lost=lost, trouble=lost)
         except smtplib.SMTPResponseException as exc:
             # a command answered with something unusable: this message is retried later
             self.close()
-            return SendResult(replies, connection_lost=_reply_text(exc.smtp_code,
-                                                                   exc.smtp_error))
+            text = _reply_text(exc.smtp_code, exc.smtp_error)
+            return SendResult(replies, connection_lost=text, trouble=f"SMTP {where}: {text}")
 
-    def _reset(self, code: int) -> None:
-        """After a refusal: RSET for the next message, or hang up when the server is
-        closing (421) or already gone. The refusal itself stands either way: a server
-        that answers 5xx and then disconnects has still refused the message for good."""
-        if code == 421 or self._smtp is None:
-            self.close()
-            return
+    def _reset(self) -> str:
+        """After a refusal: RSET for the next message. Returns '' when the session can go
+        on, else why not (RSET answered 421 or anything but 250, or the server is gone);
+        the session is then closed. The refusal itself stands either way: a server that
+        answers 5xx and then disconnects has still refused the message for good."""
+        if self._smtp is None:
+            return f"SMTP {self.config.where}: the server closed the connection"
         try:
-            self._smtp.rset()
-        except (OSError, smtplib.SMTPException):
+            code, msg = self._smtp.rset()
+        except (OSError, smtplib.SMTPException) as exc:
             self.close()
+            return f"SMTP {self.config.where}: RSET failed: {type(exc).__name__}: {exc}"
+        if code != 250:
+            self.close()
+            return f"SMTP {self.config.where}: RSET answered {_reply_text(code, msg)}"
+        return ""
 
     def close(self) -> None:
         if self._smtp is not None:
