@@ -84,17 +84,20 @@ def sending_window(settings: Settings) -> float:
 
 
 class _Recorder:
-    """Collects outcomes and writes them (every FLUSH_EVERY outcomes)."""
+    """Collects outcomes and writes them (every FLUSH_EVERY outcomes), only on rows this
+    claim still holds: a row whose lease ran out and that another deliverer has claimed
+    since is not marked twice (`lost` lists it, with one warning per batch)."""
 
-    def __init__(self, database: db.Database, settings: Settings) -> None:
-        self.database, self.settings = database, settings
+    def __init__(self, database: db.Database, settings: Settings, token: str) -> None:
+        self.database, self.settings, self.token = database, settings, token
         self.marks: list[outbox.Mark] = []
-        self.logs: list[outbox.LogEntry] = []
+        self.logs: list[tuple[int, outbox.LogEntry]] = []
+        self.lost: set[int] = set()
 
     def add(self, mark: outbox.Mark, entry: outbox.LogEntry | None) -> None:
         self.marks.append(mark)
         if entry is not None:
-            self.logs.append(entry)
+            self.logs.append((mark.id, entry))
         if len(self.marks) >= FLUSH_EVERY:
             self.flush()
 
@@ -104,9 +107,16 @@ class _Recorder:
         marks, logs = self.marks, self.logs
         with self.database.transaction() as cur:
             cur.execute("SET LOCAL synchronous_commit TO off")
-            outbox.mark(cur, self.settings.own_schema, marks)
-            outbox.log_outcomes(cur, logs)
+            marked = outbox.mark(cur, self.settings.own_schema, marks, self.token)
+            outbox.log_outcomes(cur, [entry for id_, entry in logs if id_ in marked])
         self.marks, self.logs = [], []
+        lost = {m.id for m in marks} - marked
+        if lost and not self.lost:
+            log.warning("delivery: the lease on outbox row(s) %s ran out and another "
+                        "deliverer has claimed them since; their outcome here is not "
+                        "recorded (the other deliverer records its own) and this batch "
+                        "stops", ", ".join(map(str, sorted(lost))))
+        self.lost |= lost
 
 
 def _outcome(row: outbox.Claimed, result: smtp.SendResult, settings: Settings,
@@ -197,7 +207,8 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     claimed_at = monotonic()
     if not rows:
         return result
-    recorder = _Recorder(database, settings)
+    token = rows[0].token
+    recorder = _Recorder(database, settings, token)
     released: list[int] = []
     trouble = ""
     deferred: list[int] = []
@@ -230,6 +241,8 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
                 setattr(result, outcome, getattr(result, outcome) + 1)
                 _log_outcome(row, outcome, why)
                 recorder.add(mark, entry)
+                if recorder.lost:  # our claim is gone: the rest belongs to another run
+                    break
                 if send_result.trouble:  # this message's outcome stands; the session ends
                     trouble = send_result.trouble
                     deferred = [r.id for r in rows[index + 1:]]
@@ -239,11 +252,10 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
         recorder.flush()
         if released:
             with database.transaction() as cur:
-                outbox.release(cur, schema, released, now + lease)
+                outbox.release(cur, schema, released, token)
             result.released = len(released)
     if trouble:
-        _server_trouble(database, settings, config, now, trouble, deferred, now + lease,
-                        result)
+        _server_trouble(database, settings, config, now, trouble, deferred, token, result)
     if answered and not trouble:
         _server_ok(database, settings, config, now)
     if result.total or result.released or result.deferred:
@@ -254,11 +266,11 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
 
 
 def _server_trouble(database: db.Database, settings: Settings, config: smtp.SmtpConfig,
-                    now: dt.datetime, why: str, ids: list[int], lease_until: dt.datetime,
+                    now: dt.datetime, why: str, ids: list[int], token: str,
                     result: DeliveryResult) -> None:
     """The server as a whole failed: back off, give the rows back uncharged, say it once."""
     with database.transaction() as cur:
-        result.deferred += outbox.defer(cur, settings.own_schema, ids, lease_until, why)
+        result.deferred += outbox.defer(cur, settings.own_schema, ids, token, why)
         failures, next_try = outbox.server_trouble(
             cur, settings.own_schema, config.key, now, why,
             lambda n: outage_wait(settings, n))

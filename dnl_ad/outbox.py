@@ -20,6 +20,7 @@ Life of a row:
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -121,6 +122,7 @@ class Claimed:
     html_body: str
     message: bytes
     attempts: int
+    token: str = ""  # the claim's token: marks and releases apply only while it holds
 
     @property
     def recipients(self) -> list[str]:
@@ -135,25 +137,28 @@ class Claimed:
 
 def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
           lease: dt.timedelta) -> list[Claimed]:
-    """Take up to `limit` due rows (oldest first), leased until now + lease."""
+    """Take up to `limit` due rows (oldest first), leased until now + lease, under a new
+    claim token."""
+    token = uuid.uuid4().hex
     cur.execute(
         sql.SQL(
             "WITH due AS ("
             " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
             " AND (lease_until IS NULL OR lease_until <= %(now)s)"
             " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            "UPDATE {t} AS o SET lease_until = %(until)s FROM due WHERE o.id = due.id "
+            "UPDATE {t} AS o SET lease_until = %(until)s, claim_token = %(token)s"
+            " FROM due WHERE o.id = due.id "
             "RETURNING o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
             " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
             " o.html_body, o.message, o.attempts, o.next_attempt_at"
         ).format(t=_table(schema)),
-        {"now": now, "limit": limit, "until": now + lease},
+        {"now": now, "limit": limit, "until": now + lease, "token": token},
     )
     rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
     return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
                     r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
                     list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
-                    r["html_body"], bytes(r["message"]), r["attempts"]) for r in rows]
+                    r["html_body"], bytes(r["message"]), r["attempts"], token) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -170,45 +175,50 @@ class Mark:
     attempted_at: dt.datetime
 
 
-def mark(cur: Cursor, schema: str, marks: Iterable[Mark]) -> None:
-    """Record attempts (one statement for many rows) and clear their leases."""
+def mark(cur: Cursor, schema: str, marks: Iterable[Mark], token: str) -> set[int]:
+    """Record attempts (one statement for many rows) and clear their leases, only on rows
+    still held under claim `token` (a row another deliverer claimed since is left alone).
+    Returns the ids marked."""
     values = [(m.id, m.status, list(m.done_addrs), list(m.failed_addrs), m.attempts,
                m.next_attempt_at, m.last_error, m.attempted_at,
-               None if m.status == PENDING else m.attempted_at) for m in marks]
+               None if m.status == PENDING else m.attempted_at, token) for m in marks]
     if not values:
-        return
-    execute_values(
+        return set()
+    marked = execute_values(
         cur,
         sql.SQL(
             "UPDATE {} AS o SET status = v.status, done_addrs = v.done,"
             " failed_addrs = v.failed, attempts = v.attempts, next_attempt_at = v.next_at,"
             " last_error = v.err, last_attempt_at = v.tried, finished_at = v.fin,"
-            " lease_until = NULL "
-            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin)"
-            " WHERE o.id = v.id"
+            " lease_until = NULL, claim_token = NULL "
+            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin,"
+            " token) WHERE o.id = v.id AND o.claim_token = v.token AND o.status = 'pending'"
+            " RETURNING o.id"
         ).format(_table(schema)).as_string(cur),
         values,
         template="(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"
-                 " %s::text, %s::timestamptz, %s::timestamptz)",
+                 " %s::text, %s::timestamptz, %s::timestamptz, %s::text)",
+        fetch=True,
+        page_size=max(len(values), 1),
     )
+    return {r["id"] for r in marked}
 
 
-def release(cur: Cursor, schema: str, ids: Sequence[int],
-            lease_until: dt.datetime | None = None) -> None:
+def release(cur: Cursor, schema: str, ids: Sequence[int], token: str | None = None) -> None:
     """Give claimed rows back untouched (shutdown): the next run takes them at once.
 
-    With `lease_until` (the claim's lease), only rows still under that very lease are
-    freed: a row another deliverer has claimed since keeps its new lease.
+    With `token` (the claim's), only rows still under that very claim are freed: a row
+    another deliverer has claimed since keeps its new lease.
     """
     if not ids:
         return
-    if lease_until is None:
-        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)").format(
-            _table(schema)), (list(ids),))
+    if token is None:
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                            " WHERE id = ANY(%s)").format(_table(schema)), (list(ids),))
     else:
-        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)"
-                            " AND lease_until = %s").format(_table(schema)),
-                    (list(ids), lease_until))
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                            " WHERE id = ANY(%s) AND claim_token = %s").format(_table(schema)),
+                    (list(ids), token))
 
 
 def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
@@ -225,16 +235,16 @@ def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
         )
 
 
-def defer(cur: Cursor, schema: str, ids: Sequence[int], lease_until: dt.datetime,
-          why: str) -> int:
+def defer(cur: Cursor, schema: str, ids: Sequence[int], token: str, why: str) -> int:
     """Give claimed rows back without charging an attempt (server-wide trouble): they
     stay due, their lease is cleared and `why` is kept as last_error. Only rows still
     under this claim's lease are touched. Returns how many."""
     if not ids:
         return 0
-    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, last_error = %s"
-                        " WHERE id = ANY(%s) AND lease_until = %s AND status = 'pending'"
-                        ).format(_table(schema)), (why, list(ids), lease_until))
+    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL,"
+                        " last_error = %s WHERE id = ANY(%s) AND claim_token = %s"
+                        " AND status = 'pending'").format(_table(schema)),
+                (why, list(ids), token))
     return cur.rowcount
 
 
@@ -277,6 +287,7 @@ def expire(cur: Cursor, schema: str, now: dt.datetime, max_age: dt.timedelta
     status failed, with its final email_log row. Returns (dedupe key, log entry) each."""
     cur.execute(sql.SQL(
         "UPDATE {} SET status = 'failed', finished_at = %(now)s, lease_until = NULL,"
+        " claim_token = NULL,"
         " last_error = 'expired: not delivered within ' || %(hours)s || ' h'"
         " || coalesce(' (last error: ' || last_error || ')', '')"
         " WHERE status = 'pending' AND created_at <= %(limit)s"

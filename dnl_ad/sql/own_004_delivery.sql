@@ -8,3 +8,8 @@ CREATE TABLE smtp_backoff (
     next_try_at timestamptz NOT NULL,
     last_error text
 );
+
+-- Each claim writes its own token: a deliverer records outcomes (and releases rows) only
+-- for rows that still carry its token, so a deliverer whose lease ran out and whose rows
+-- another has claimed since can never mark them a second time.
+ALTER TABLE outbox ADD COLUMN claim_token text;
