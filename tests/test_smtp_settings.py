@@ -16,7 +16,8 @@ V5 = {"smtphost": "mx.example", "emailusername": "u", "emailpassword": "p"}
 
 
 @pytest.mark.parametrize(("system", "expected"), [
-    ({"smtp_secure": 0, "smtpport": "25"}, (25, "none")),
+    ({"smtp_secure": 0, "smtpport": "25"}, (25, "auto")),
+    ({"smtp_secure": 0, "smtpport": ""}, (25, "auto")),
     ({"smtp_secure": 1, "smtpport": "587"}, (587, "starttls")),
     ({"smtp_secure": 1, "smtpport": ""}, (587, "starttls")),
     ({"smtp_secure": 2, "smtpport": ""}, (465, "ssl")),

@@ -7,8 +7,9 @@ integer 0 none / 1 STARTTLS / 2 SSL / 3 NTLM, loginemail 'true'/'false' = whethe
 AUTH at all). Security: 'ssl' = implicit TLS, 'starttls', 'auto' (STARTTLS when the
 server offers it) or 'none'; when neither names it, port 465 means ssl and 587
 starttls. NTLM is not supported: 3 is logged once and treated as 'auto' with AUTH.
-Certificates are verified (SMTP_VERIFY) against the system CA store, or the file in the
-standard SSL_CERT_FILE environment variable.
+STARTTLS is used whenever the server offers it, unless SMTP_SECURITY=none; AUTH without
+TLS is refused unless SMTP_ALLOW_PLAIN_AUTH=true. Certificates are verified (SMTP_VERIFY)
+against SMTP_CA_FILE when set, else the system CA store (or SSL_CERT_FILE).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from ..config import Settings
 log = logging.getLogger(__name__)
 
 # system_parameter.smtp_secure / mail_sender.secure: v5 stores 0-3; older databases text
-_SECURE_ALIASES = {"ssl": "ssl", "tls": "starttls", "starttls": "starttls", "none": "none",
-                   "": "", "0": "none", "1": "starttls", "2": "ssl", "3": "ntlm"}
+# (the provider's "none" means "no TLS required": STARTTLS is still used when offered)
+_SECURE_ALIASES = {"ssl": "ssl", "tls": "starttls", "starttls": "starttls", "none": "auto",
+                   "": "", "0": "auto", "1": "starttls", "2": "ssl", "3": "ntlm"}
 _ntlm_warned: set[str] = set()
 
 
@@ -41,6 +43,8 @@ class SmtpConfig:
     password: str = field(default="", repr=False)
     verify: bool = True
     timeout: float = 30.0
+    ca_file: str = ""            # SMTP_CA_FILE: trust this CA (else the system store)
+    allow_plain_auth: bool = False  # SMTP_ALLOW_PLAIN_AUTH: AUTH without TLS
 
     @property
     def key(self) -> str:
@@ -50,7 +54,8 @@ class SmtpConfig:
     @property
     def where(self) -> str:
         """host:port (security) for log lines; never the password."""
-        return f"{self.host}:{self.port} ({self.security}{', auth' if self.user else ''})"
+        security = "starttls when offered" if self.security == "auto" else self.security
+        return f"{self.host}:{self.port} ({security}{', auth' if self.user else ''})"
 
 
 def _system_port(raw: Any) -> int:
@@ -92,7 +97,7 @@ def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
     security = settings.smtp_security or _security(system.get("smtp_secure"),
                                                    "system_parameter.smtp_secure")
     if not security:
-        security = {465: "ssl", 587: "starttls"}.get(port, "none")
+        security = {465: "ssl", 587: "starttls"}.get(port, "auto")
     if not port:
         port = {"ssl": 465, "starttls": 587}.get(security, 25)
     if settings.smtp_user:
@@ -103,7 +108,8 @@ def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
     else:
         user, password = "", ""
     return SmtpConfig(host, port, security, user, password, settings.smtp_verify,
-                      float(settings.smtp_timeout_seconds))
+                      float(settings.smtp_timeout_seconds), settings.smtp_ca_file,
+                      settings.smtp_allow_plain_auth)
 
 
 class SessionError(Exception):
@@ -147,8 +153,10 @@ def server_wide(code: int, text: str) -> bool:
     return bool(m) and (m.group(2) == "7" or (m.group(2), m.group(3)) == ("5", "3"))
 
 
-def tls_context(verify: bool) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
+def tls_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
+    """Certificates and host names verified (against `ca_file` when given, else the
+    system store or SSL_CERT_FILE) unless `verify` is off."""
+    ctx = ssl.create_default_context(cafile=ca_file or None)
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -181,15 +189,23 @@ class Session:
             if c.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, local_hostname=local,
                                                       timeout=c.timeout,
-                                                      context=tls_context(c.verify))
+                                                      context=tls_context(c.verify,
+                                                                          c.ca_file))
             else:
                 smtp = smtplib.SMTP(c.host, c.port, local_hostname=local, timeout=c.timeout)
             try:
                 smtp.ehlo()
+                tls = c.security == "ssl"
                 if c.security == "starttls" or (c.security == "auto"
                                                 and smtp.has_extn("starttls")):
-                    smtp.starttls(context=tls_context(c.verify))
+                    smtp.starttls(context=tls_context(c.verify, c.ca_file))
                     smtp.ehlo()
+                    tls = True
+                if c.user and not tls and not c.allow_plain_auth:
+                    raise SessionError(
+                        f"SMTP {c.where}: refusing to send the password of {c.user!r} "
+                        "in the clear (the server offers no STARTTLS); use TLS "
+                        "(SMTP_SECURITY=ssl or starttls) or set SMTP_ALLOW_PLAIN_AUTH=true")
                 if c.user:
                     smtp.login(c.user, c.password)
             except BaseException:
@@ -203,6 +219,8 @@ class Session:
                                f"{_reply_text(exc.smtp_code, exc.smtp_error)}") from None
         except smtplib.SMTPNotSupportedError as exc:
             raise SessionError(f"SMTP {c.where}: {exc}") from None
+        except SessionError:
+            raise
         except (OSError, smtplib.SMTPException) as exc:
             raise SessionError(f"SMTP {c.where}: cannot connect: "
                                f"{type(exc).__name__}: {exc}") from None
