@@ -86,12 +86,15 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
         return Row("smtp", FAIL, str(exc))
     if not config.host:
         return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
+    sender = (str(system.get("fromemail") or "").strip() or settings.smtp_from
+              or "postmaster@" + (config.helo_name or smtp.default_helo_name()))
     try:
-        features = smtp.Session(config).probe()
+        features = smtp.Session(config).probe(sender)
     except smtp.SessionError as exc:
         return Row("smtp", FAIL, db.scrub(str(exc)))
     auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
-    return Row("smtp", OK, f"{config.where}: EHLO ok, {auth}; "
+    return Row("smtp", OK, f"{config.where}: EHLO as {config.helo_name or smtp.default_helo_name()}"
+               f" ok, {auth}, MAIL FROM:<{sender}> and RSET ok; "
                f"server offers {', '.join(features) or 'no extensions'}")
 
 

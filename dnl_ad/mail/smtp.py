@@ -14,6 +14,7 @@ against SMTP_CA_FILE when set, else the system CA store (or SSL_CERT_FILE).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import smtplib
@@ -45,6 +46,7 @@ class SmtpConfig:
     timeout: float = 30.0
     ca_file: str = ""            # SMTP_CA_FILE: trust this CA (else the system store)
     allow_plain_auth: bool = False  # SMTP_ALLOW_PLAIN_AUTH: AUTH without TLS
+    helo_name: str = ""          # SMTP_HELO_NAME (empty: this host's FQDN)
 
     @property
     def key(self) -> str:
@@ -109,7 +111,27 @@ def resolve(settings: Settings, system: Mapping[str, Any]) -> SmtpConfig:
         user, password = "", ""
     return SmtpConfig(host, port, security, user, password, settings.smtp_verify,
                       float(settings.smtp_timeout_seconds), settings.smtp_ca_file,
-                      settings.smtp_allow_plain_auth)
+                      settings.smtp_allow_plain_auth, settings.smtp_helo_name)
+
+
+@functools.lru_cache(maxsize=1)
+def default_helo_name() -> str:
+    """This host's fully qualified name (once per process: the lookup may be slow); a
+    real MTA may refuse a bare host name in HELO (`504 need fully-qualified hostname`)."""
+    return socket.getfqdn() or socket.gethostname() or "localhost"
+
+
+def _hello(smtp: smtplib.SMTP, c: SmtpConfig, name: str) -> None:
+    """EHLO, else HELO; SessionError naming the name we used when both are refused."""
+    code, msg = smtp.ehlo()
+    if code == 250:
+        return
+    ehlo = _reply_text(code, msg)
+    code, msg = smtp.helo()
+    if code != 250:
+        raise SessionError(f"SMTP {c.where}: EHLO/HELO {name} refused: {ehlo}; "
+                           f"{_reply_text(code, msg)} (set SMTP_HELO_NAME to a fully "
+                           "qualified name the server accepts)")
 
 
 class SessionError(Exception):
@@ -184,7 +206,7 @@ class Session:
 
     def _open(self) -> smtplib.SMTP:
         c = self.config
-        local = socket.gethostname() or "localhost"  # getfqdn() can stall on DNS
+        local = c.helo_name or default_helo_name()
         try:
             if c.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(c.host, c.port, local_hostname=local,
@@ -194,12 +216,12 @@ class Session:
             else:
                 smtp = smtplib.SMTP(c.host, c.port, local_hostname=local, timeout=c.timeout)
             try:
-                smtp.ehlo()
+                _hello(smtp, c, local)
                 tls = c.security == "ssl"
                 if c.security == "starttls" or (c.security == "auto"
                                                 and smtp.has_extn("starttls")):
                     smtp.starttls(context=tls_context(c.verify, c.ca_file))
-                    smtp.ehlo()
+                    _hello(smtp, c, local)
                     tls = True
                 if c.user and not tls and not c.allow_plain_auth:
                     raise SessionError(
@@ -228,12 +250,24 @@ class Session:
         log.debug("SMTP connected to %s (connection %d)", c.where, self.connections)
         return smtp
 
-    def probe(self) -> list[str]:
-        """Connect, EHLO, TLS and AUTH exactly as delivery does, then hang up; returns the
-        extensions the server offers (`dnl-ad check`). Raises SessionError."""
+    def probe(self, from_addr: str) -> list[str]:
+        """Connect, EHLO, TLS and AUTH exactly as delivery does, then MAIL FROM and RSET
+        (a server that wants STARTTLS or AUTH first says so only at MAIL), then hang up;
+        returns the extensions the server offers (`dnl-ad check`). Raises SessionError."""
         smtp = self._open()
         try:
+            code, msg = smtp.mail(from_addr)
+            if code != 250:
+                raise SessionError(f"SMTP {self.config.where}: MAIL FROM:<{from_addr}> "
+                                   f"refused: {_reply_text(code, msg)}")
+            code, msg = smtp.rset()
+            if code != 250:
+                raise SessionError(f"SMTP {self.config.where}: RSET refused: "
+                                   f"{_reply_text(code, msg)}")
             return sorted(smtp.esmtp_features)
+        except (OSError, smtplib.SMTPException) as exc:
+            raise SessionError(f"SMTP {self.config.where}: {type(exc).__name__}: "
+                               f"{exc}") from None
         finally:
             self._smtp = smtp
             self.close()
