@@ -288,6 +288,13 @@ class Session:
         answered = False  # has the server said anything about this message's recipients?
         try:
             options = [f"SIZE={len(raw)}"] if smtp.has_extn("size") else []
+            if not from_addr.isascii() or any(not r.isascii() for r in recipients):
+                if not smtp.has_extn("smtputf8"):
+                    why = (f"553 5.6.7 not sent: an internationalised address needs "
+                           f"SMTPUTF8, which SMTP {where} does not offer")
+                    return SendResult({r: (553, why) for r in recipients})
+                options += ["SMTPUTF8"] + (["BODY=8BITMIME"] if smtp.has_extn("8bitmime")
+                                           else [])
             code, msg = smtp.mail(from_addr, options)
             text = _reply_text(code, msg)
             if code == 530:  # "authentication / STARTTLS required": our setup, not the mail
