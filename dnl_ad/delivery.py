@@ -179,10 +179,57 @@ def _expire(cur: db.Cursor, settings: Settings, now: dt.datetime) -> int:
     return len(expired)
 
 
+@dataclass
+class _Servers:
+    """Which SMTP server sends which notice.
+
+    The outbox row keeps the mail_sender id its From came from (`sender_id`, set when
+    queued); the server is resolved here, at delivery, from the provider's current
+    mail_sender and system_parameter rows. So a fixed password or host applies to notices
+    already queued, no credentials are copied into dnl_ad's tables, and a sender deleted
+    since falls back to the default server (system_parameter + the ini's SMTP_* keys).
+    A mail_sender row with its own smtp_host uses its own host, port, secure, username,
+    password and loginemail; any other sender uses the default server.
+    """
+
+    default: smtp.SmtpConfig | None
+    own: dict[str, smtp.SmtpConfig | None]  # sender id -> its own server (None: unusable)
+
+    @classmethod
+    def load(cls, cur: db.Cursor, settings: Settings) -> _Servers:
+        try:
+            default: smtp.SmtpConfig | None = smtp.resolve(settings, _load_system(cur))
+        except smtp.SessionError as exc:  # unusable settings: claim nothing for it, say why
+            log.error("delivery: %s; nothing sent through the default server", exc)
+            default = None
+        cur.execute("SELECT * FROM mail_sender")
+        own: dict[str, smtp.SmtpConfig | None] = {}
+        for row in cur.fetchall():
+            if not str(row.get("smtp_host") or "").strip():
+                continue
+            try:
+                own[str(row["id"])] = smtp.resolve_sender(settings, row)
+            except smtp.SessionError as exc:
+                log.error("delivery: mail_sender %s: %s; nothing sent through it",
+                          row["id"], exc)
+                own[str(row["id"])] = None
+        return cls(default, own)
+
+    def config(self, sender_id: str | None) -> smtp.SmtpConfig | None:
+        sid = sender_id or ""
+        return self.own[sid] if sid in self.own else self.default
+
+    def claimable(self, backed_off: dict[str, dt.datetime]) -> tuple[bool, list[str]]:
+        """(may the default server's notices be claimed, own-server sender ids that may)."""
+        ok = [sid for sid, c in self.own.items() if c is not None and c.key not in backed_off]
+        default_ok = self.default is not None and self.default.key not in backed_off
+        return default_ok, ok
+
+
 def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
             should_stop: Callable[[], bool] = lambda: False,
             monotonic: Callable[[], float] = time.monotonic) -> DeliveryResult:
-    """Send what is due at `now` over one SMTP session; see the module docstring.
+    """Send what is due at `now`, one SMTP session per server; see the module docstring.
 
     `monotonic` measures how long the batch has run against its lease (tests pass their
     own).
@@ -195,74 +242,106 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     lease = lease_for(settings)
     with database.transaction() as cur:
         result.expired = _expire(cur, settings, now)
-        try:
-            config = smtp.resolve(settings, _load_system(cur))
-        except smtp.SessionError as exc:  # unusable settings: claim nothing, say why
-            log.error("delivery: %s; nothing sent", exc)
-            return result
-        if config.key in outbox.backed_off(cur, schema, now):
+        servers = _Servers.load(cur, settings)
+        default_ok, own_ok = servers.claimable(outbox.backed_off(cur, schema, now))
+        if not default_ok and not own_ok:
             return result
         rows = outbox.claim(cur, schema, now=now, limit=settings.delivery_batch,
-                            lease=lease)
+                            lease=lease, default_server=default_ok, own_senders=own_ok,
+                            all_own_senders=list(servers.own))
     claimed_at = monotonic()
     if not rows:
         return result
-    token = rows[0].token
-    recorder = _Recorder(database, settings, token)
-    released: list[int] = []
-    trouble = ""
-    deferred: list[int] = []
-    answered = False
+    groups: dict[str, tuple[smtp.SmtpConfig, list[outbox.Claimed]]] = {}
+    for row in rows:  # claim order within each server; servers in order of first notice
+        config = servers.config(row.sender_id)
+        assert config is not None  # claim took only rows of usable servers
+        groups.setdefault(config.key, (config, []))[1].append(row)
+    batch = _Batch(database, settings, now, rows[0].token, should_stop, monotonic,
+                   claimed_at, result)
+    todo = list(groups.values())
     try:
+        for index, (config, group) in enumerate(todo):
+            if not batch.send_group(config, group):
+                batch.released += [r.id for _, later in todo[index + 1:] for r in later]
+                break
+    finally:
+        batch.finish()
+    if result.total or result.released or result.deferred:
+        log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "
+                 "%d deferred, %d connection(s)",
+                 ", ".join(c.where for c, _ in groups.values()), result.sent, result.retry,
+                 result.failed, result.released, result.deferred, result.connections)
+    return result
+
+
+class _Batch:
+    """One claimed batch: its recorder, what is left to release, its stop conditions."""
+
+    def __init__(self, database: db.Database, settings: Settings, now: dt.datetime,
+                 token: str, should_stop: Callable[[], bool], monotonic: Callable[[], float],
+                 claimed_at: float, result: DeliveryResult) -> None:
+        self.database, self.settings, self.now, self.token = database, settings, now, token
+        self.should_stop, self.monotonic, self.claimed_at = should_stop, monotonic, claimed_at
+        self.result = result
+        self.recorder = _Recorder(database, settings, token)
+        self.unsent: list[int] = []  # rows of groups not started (released at the end)
+        self.released: list[int] = []
+
+    def send_group(self, config: smtp.SmtpConfig, rows: list[outbox.Claimed]) -> bool:
+        """Send one server's rows over one session. False: stop the whole batch (SIGTERM,
+        lease nearly out, or our claim lost); the rows left are released."""
+        settings, result = self.settings, self.result
+        lease = lease_for(settings)
+        trouble, deferred, answered, go_on = "", [], False, True
         with smtp.Session(config) as session:
             for index, row in enumerate(rows):
-                if should_stop():
-                    released = [r.id for r in rows[index:]]
-                    log.info("delivery: stopping; %d claimed notices released for the next "
-                             "run", len(released))
+                if self.should_stop():
+                    self.released += [r.id for r in rows[index:]]
+                    log.info("delivery: stopping; claimed notices are released for the "
+                             "next run")
+                    go_on = False
                     break
-                if monotonic() - claimed_at > sending_window(settings):
-                    released = [r.id for r in rows[index:]]
+                if self.monotonic() - self.claimed_at > sending_window(settings):
+                    self.released += [r.id for r in rows[index:]]
                     log.warning("delivery: this batch has run %.0f s, close to its %.0f s "
-                                "lease; %d notices are released for the next run",
-                                monotonic() - claimed_at, lease.total_seconds(),
-                                len(released))
+                                "lease; the notices left are released for the next run",
+                                self.monotonic() - self.claimed_at, lease.total_seconds())
+                    go_on = False
                     break
                 if not row.todo:
                     continue
                 try:
                     send_result = session.send(row.from_addr, row.todo, row.message)
                 except smtp.SessionError as exc:
-                    trouble = str(exc)
-                    deferred = [r.id for r in rows[index:]]
+                    trouble, deferred = str(exc), [r.id for r in rows[index:]]
                     break
                 answered = True
-                mark, entry, outcome, why = _outcome(row, send_result, settings, now)
+                mark, entry, outcome, why = _outcome(row, send_result, settings, self.now)
                 setattr(result, outcome, getattr(result, outcome) + 1)
                 _log_outcome(row, outcome, why)
-                recorder.add(mark, entry)
-                if recorder.lost:  # our claim is gone: the rest belongs to another run
+                self.recorder.add(mark, entry)
+                if self.recorder.lost:  # our claim is gone: the rest belongs to another run
+                    go_on = False
                     break
                 if send_result.trouble:  # this message's outcome stands; the session ends
-                    trouble = send_result.trouble
-                    deferred = [r.id for r in rows[index + 1:]]
+                    trouble, deferred = send_result.trouble, [r.id for r in rows[index + 1:]]
                     break
-            result.connections = session.connections
-    finally:
-        recorder.flush()
-        if released:
-            with database.transaction() as cur:
-                outbox.release(cur, schema, released, token)
-            result.released = len(released)
-    if trouble:
-        _server_trouble(database, settings, config, now, trouble, deferred, token, result)
-    if answered and not trouble:
-        _server_ok(database, settings, config, now)
-    if result.total or result.released or result.deferred:
-        log.info("delivery via %s: %d sent, %d to retry, %d failed, %d released, "
-                 "%d deferred, %d connection(s)", config.where, result.sent, result.retry,
-                 result.failed, result.released, result.deferred, result.connections)
-    return result
+            result.connections += session.connections
+        self.recorder.flush()
+        if trouble:
+            _server_trouble(self.database, settings, config, self.now, trouble, deferred,
+                            self.token, result)
+        elif answered:
+            _server_ok(self.database, settings, config, self.now)
+        return go_on
+
+    def finish(self) -> None:
+        self.recorder.flush()
+        if self.released:
+            with self.database.transaction() as cur:
+                outbox.release(cur, self.settings.own_schema, self.released, self.token)
+            self.result.released = len(self.released)
 
 
 def _server_trouble(database: db.Database, settings: Settings, config: smtp.SmtpConfig,

@@ -71,16 +71,16 @@ def enqueue(cur: Cursor, schema: str, notice: Notice, mail: Mail) -> bool:
             "INSERT INTO {} (dedupe_key, kind, client_id, resource_id, email_type, alert_rule,"
             " from_addr, to_addrs, cc_addrs, rejected_addrs, subject, text_body, html_body,"
             " message, message_id, status, last_error, next_attempt_at, created_at,"
-            " finished_at) "
+            " finished_at, sender_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s::text[], %s, %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s) "
+            " %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
         ).format(_table(schema)),
         (notice.dedupe_key, notice.kind, notice.client_id, notice.resource_id,
          EMAIL_TYPE[notice.kind], notice.alert_rule, mail.from_addr, mail.to, mail.cc,
          list(mail.rejected), mail.subject, mail.text, mail.html, mail.raw, mail.message_id,
          FAILED if failed else PENDING, mail.error or None, notice.decided_at,
-         notice.decided_at, notice.decided_at if failed else None),
+         notice.decided_at, notice.decided_at if failed else None, mail.sender_id or None),
     )
     new = cur.fetchone() is not None
     if new and failed:
@@ -123,6 +123,7 @@ class Claimed:
     message: bytes
     attempts: int
     token: str = ""  # the claim's token: marks and releases apply only while it holds
+    sender_id: str | None = None  # mail_sender id of the From (None: the default sender)
 
     @property
     def recipients(self) -> list[str]:
@@ -136,29 +137,40 @@ class Claimed:
 
 
 def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
-          lease: dt.timedelta) -> list[Claimed]:
+          lease: dt.timedelta, default_server: bool = True,
+          own_senders: Sequence[str] = (), all_own_senders: Sequence[str] = ()
+          ) -> list[Claimed]:
     """Take up to `limit` due rows (oldest first), leased until now + lease, under a new
-    claim token."""
+    claim token.
+
+    Senders with their own SMTP server (`all_own_senders`, mail_sender ids) are claimed
+    only when listed in `own_senders`; every other row goes through the default server
+    and is claimed only when `default_server` (a server backed off is skipped)."""
     token = uuid.uuid4().hex
     cur.execute(
         sql.SQL(
             "WITH due AS ("
             " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
             " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+            " AND (coalesce(sender_id, '') = ANY(%(own_ok)s::text[])"
+            "  OR (%(default_ok)s AND coalesce(sender_id, '') <> ALL(%(own_all)s::text[])))"
             " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
             "UPDATE {t} AS o SET lease_until = %(until)s, claim_token = %(token)s"
             " FROM due WHERE o.id = due.id "
             "RETURNING o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
             " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
-            " o.html_body, o.message, o.attempts, o.next_attempt_at"
+            " o.html_body, o.message, o.attempts, o.next_attempt_at, o.sender_id"
         ).format(t=_table(schema)),
-        {"now": now, "limit": limit, "until": now + lease, "token": token},
+        {"now": now, "limit": limit, "until": now + lease, "token": token,
+         "own_ok": list(own_senders), "own_all": list(all_own_senders),
+         "default_ok": default_server},
     )
     rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
     return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
                     r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
                     list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
-                    r["html_body"], bytes(r["message"]), r["attempts"], token) for r in rows]
+                    r["html_body"], bytes(r["message"]), r["attempts"], token, r["sender_id"])
+            for r in rows]
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ class Mail:
     raw: bytes
     rejected: tuple[str, ...] = ()
     error: str = ""
+    sender_id: str = ""  # the mail_sender id the From came from ("": the default sender)
 
     @property
     def recipients(self) -> list[str]:
@@ -200,16 +201,21 @@ def message_id(dedupe_key: str, from_addr: str) -> str:
 def sender(rendered: Rendered, config: MailConfig) -> str:
     """mail_sender via the template's _from id, else system_parameter.fromemail, else
     the ini's SMTP_FROM; the first that is a valid address."""
+    return _sender(rendered, config)[1]
+
+
+def _sender(rendered: Rendered, config: MailConfig) -> tuple[str, str]:
+    """(mail_sender id or "", address) of the notice's From; ("", "") when none is valid."""
     from_id = (rendered.from_id or "").strip()
     candidates = []
     if from_id and from_id.lower() != "default":
-        candidates.append(config.senders.get(from_id) or "")
-    candidates += [config.system.get("fromemail") or "", config.default_from or ""]
-    for candidate in candidates:
+        candidates.append((from_id, config.senders.get(from_id) or ""))
+    candidates += [("", config.system.get("fromemail") or ""), ("", config.default_from or "")]
+    for sender_id, candidate in candidates:
         addr = valid_address(str(candidate).strip())
         if addr:
-            return addr
-    return ""
+            return sender_id, addr
+    return "", ""
 
 
 def _cap(to: list[tuple[str, str]], cc: list[tuple[str, str]], limit: int,
@@ -231,7 +237,7 @@ def _cap(to: list[tuple[str, str]], cc: list[tuple[str, str]], limit: int,
 
 def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
     """The MIME message for one rendered notice (never raises for bad data)."""
-    from_addr = sender(rendered, config)
+    sender_id, from_addr = _sender(rendered, config)
     seen: set[str] = set()
     rejected: list[str] = []
     to_pairs = _addresses(split_addresses(notice.recipients)
@@ -271,7 +277,7 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
         head += _address_header("Cc", [format_address(n, a) for n, a in cc_pairs])
     raw = head + msg.as_bytes(policy=_WIRE)
     return Mail(from_addr, to, cc, subject, rendered.text, rendered.html, mid, raw,
-                tuple(rejected), error)
+                tuple(rejected), error, sender_id)
 
 
 def write_eml(mail: Mail, directory: Path) -> Path:

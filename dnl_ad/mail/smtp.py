@@ -134,6 +134,30 @@ def _hello(smtp: smtplib.SMTP, c: SmtpConfig, name: str) -> None:
                            "qualified name the server accepts)")
 
 
+def resolve_sender(settings: Settings, sender: Mapping[str, Any]) -> SmtpConfig:
+    """A mail_sender row's own server (smtp_host, smtp_port, secure, username, password,
+    loginemail), with the ini's TLS, timeout and HELO settings; the ini's SMTP_HOST and
+    friends are for the default server only."""
+    host = str(sender.get("smtp_host") or "").strip()
+    where = f"mail_sender {sender.get('id')}"
+    port_text = str(sender.get("smtp_port") or "").strip()
+    if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
+        raise SessionError(f"{where}: smtp_port={sender.get('smtp_port')!r} is not a port "
+                           "number")
+    port = int(port_text) if port_text else 0
+    security = _security(sender.get("secure"), f"{where} secure")
+    if not security:
+        security = {465: "ssl", 587: "starttls"}.get(port, "auto")
+    if not port:
+        port = {"ssl": 465, "starttls": 587}.get(security, 25)
+    login = _wants_login(sender.get("loginemail"))
+    user = str(sender.get("username") or "").strip() if login else ""
+    password = str(sender.get("password") or "") if user else ""
+    return SmtpConfig(host, port, security, user, password, settings.smtp_verify,
+                      float(settings.smtp_timeout_seconds), settings.smtp_ca_file,
+                      settings.smtp_allow_plain_auth, settings.smtp_helo_name)
+
+
 class SessionError(Exception):
     """The session cannot be (re)established: connect, TLS, certificate or AUTH failed.
     Every message still waiting in the batch is retried later."""

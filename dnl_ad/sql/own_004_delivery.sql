@@ -13,3 +13,7 @@ CREATE TABLE smtp_backoff (
 -- for rows that still carry its token, so a deliverer whose lease ran out and whose rows
 -- another has claimed since can never mark them a second time.
 ALTER TABLE outbox ADD COLUMN claim_token text;
+
+-- The mail_sender id whose address is the notice's From (NULL: system_parameter's or the
+-- ini's sender). Delivery resolves it to that sender's own SMTP server when it has one.
+ALTER TABLE outbox ADD COLUMN sender_id text;
