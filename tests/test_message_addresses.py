@@ -106,3 +106,53 @@ def test_recipients_are_capped_and_the_rest_logged(caplog) -> None:
     assert len(to_header) == 49 and len(mail.raw) < 20_000
     [line] = [r.getMessage() for r in caplog.records if "MAX_RECIPIENTS" in r.getMessage()]
     assert "client 8" in line and "9950" in line
+
+
+def _cfg(system: dict, **kw) -> MailConfig:
+    return MailConfig({"lowbalance_from": kw.pop("from_id", None)},
+                      {"7": "sales@carrier.example"},
+                      {"fromemail": "billing@carrier.example", **system},
+                      REPO / "templates", sender_rows={"7": {"id": 7, "name": "Sales, Team",
+                                                             "email": "sales@carrier.example"}},
+                      **kw)
+
+
+def _headers(cfg: MailConfig, n=None):
+    n = n or notice("usage_summary:42:2026-03-01")
+    return parse(mail_message.build(n, render_notice(n, cfg), cfg).raw)
+
+
+def test_from_has_the_display_name_and_reply_to_the_noc() -> None:
+    msg = _headers(_cfg({"emailname": "Carrier Billing",
+                         "noc_email": "bad; noc@carrier.example, other@carrier.example"}))
+    [sender] = msg["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Carrier Billing",
+                                                       "billing@carrier.example")
+    assert [a.addr_spec for a in msg["Reply-To"].addresses] == ["noc@carrier.example"]
+    assert msg["Date"].datetime == NOW
+    assert msg["Message-ID"].startswith("<usage_summary.42.2026-03-01.")
+
+
+def test_mail_sender_name_and_the_ini_reply_to_win() -> None:
+    msg = _headers(_cfg({"emailname": "Carrier Billing", "noc_email": "noc@carrier.example"},
+                        from_id="7", reply_to="Help Desk <help@carrier.example>"))
+    [sender] = msg["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Sales, Team", "sales@carrier.example")
+    [reply] = msg["Reply-To"].addresses
+    assert (reply.display_name, reply.addr_spec) == ("Help Desk", "help@carrier.example")
+
+
+def test_no_reply_to_without_one() -> None:
+    assert _headers(_cfg({}))["Reply-To"] is None
+
+
+def test_display_name_and_reply_to_from_the_v5_database(database, settings, conn,
+                                                        smtp) -> None:
+    from tests.smtp_v5 import v5_system
+
+    v5_system(conn, emailname="Carrier Billing", noc_email="noc@carrier.example")
+    queue(database, settings, [notice()])
+    assert delivery.deliver(database, settings, now=NOW).sent == 1
+    got = smtp.messages[0].message
+    assert got["From"].addresses[0].display_name == "Carrier Billing"
+    assert got["Reply-To"].addresses[0].addr_spec == "noc@carrier.example"

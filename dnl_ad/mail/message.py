@@ -1,7 +1,9 @@
 """MIME messages: a rendered notice -> the exact bytes the outbox stores and SMTP sends.
 
 multipart/alternative (text, then HTML), UTF-8 throughout, Date = the notice's decision
-instant, Message-ID derived from the dedupe key so a retry sends the same message. Header
+instant, Message-ID derived from the dedupe key so a retry sends the same message, From
+with its display name (mail_sender.name or system_parameter.emailname), Reply-To
+(REPLY_TO, else system_parameter.noc_email's first address). Header
 text loses CR/LF and other control characters before it reaches a header, so template
 or client data can never add a header. Addresses are split outside quotes and angle
 brackets (`"Weird, Name" <w@x.com>` is one address), parsed with email.utils and checked
@@ -218,6 +220,24 @@ def _sender(rendered: Rendered, config: MailConfig) -> tuple[str, str]:
     return "", ""
 
 
+def _sender_name(sender_id: str, config: MailConfig) -> str:
+    """The From display name: mail_sender.name for a mail_sender, else
+    system_parameter.emailname ("Email Sender Name" in the UI)."""
+    if sender_id:
+        return str((config.sender_rows.get(sender_id) or {}).get("name") or "")
+    return str(config.system.get("emailname") or "")
+
+
+def _reply_to(config: MailConfig) -> str:
+    """REPLY_TO (ini), else the first valid address of system_parameter.noc_email."""
+    for text in (config.reply_to, config.system.get("noc_email")):
+        for piece in split_addresses(str(text or "")):
+            found = _parse(piece)
+            if found:
+                return format_address(*found)
+    return ""
+
+
 def _cap(to: list[tuple[str, str]], cc: list[tuple[str, str]], limit: int,
          notice: Notice, rejected: list[str]) -> tuple[list[tuple[str, str]],
                                                        list[tuple[str, str]]]:
@@ -270,7 +290,12 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
     msg["X-DNL-AD-Kind"] = clean_header(notice.kind)
     msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
     msg.attach(MIMEText(rendered.html, "html", "utf-8"))
-    head = _address_header("From", [from_addr or "undisclosed-sender:;"])
+    head = _address_header("From", [format_address(_sender_name(sender_id, config),
+                                                   from_addr) if from_addr
+                                    else "undisclosed-sender:;"])
+    reply_to = _reply_to(config)
+    if reply_to:
+        head += _address_header("Reply-To", [reply_to])
     head += _address_header("To", [format_address(n, a) for n, a in to_pairs]
                             or ["undisclosed-recipients:;"])
     if cc:
