@@ -188,6 +188,11 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
     log.info("dnl_ad %s started: pid %d, database %s, %s%s", __version__, os.getpid(),
              database.safe_name, _smtp_summary(settings), ", DRY RUN" if settings.dry_run else "")
     ready("ok")
+    # only the active daemon (advisory lock holder) may do this: no other deliverer lives,
+    # so the leases of one that died (kill -9) are released at once, not after 300 s
+    from .delivery import release_dead_leases
+
+    release_dead_leases(database, settings)
     loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload)
     try:
         loop.run_forever()

@@ -344,6 +344,21 @@ class _Batch:
             self.result.released = len(self.released)
 
 
+def release_dead_leases(database: db.Database, settings: Settings) -> int:
+    """At daemon start: rows claimed by a deliverer that died (kill -9, power loss) are
+    deliverable at once instead of after their lease (item 12). Only the active daemon,
+    the holder of the advisory lock, may call this: it knows no other deliverer lives."""
+    if settings.dry_run:
+        return 0
+    with database.transaction() as cur:
+        freed = outbox.release_dead_leases(cur, settings.own_schema)
+    if freed:
+        log.warning("startup: %d notices were claimed by a deliverer that is gone (a crash "
+                    "or kill); they are deliverable again now (the one in hand at the "
+                    "crash may be sent a second time)", freed)
+    return freed
+
+
 def _server_trouble(database: db.Database, settings: Settings, config: smtp.SmtpConfig,
                     now: dt.datetime, why: str, ids: list[int], token: str,
                     result: DeliveryResult) -> None:

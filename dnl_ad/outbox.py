@@ -233,6 +233,16 @@ def release(cur: Cursor, schema: str, ids: Sequence[int], token: str | None = No
                     (list(ids), token))
 
 
+def release_dead_leases(cur: Cursor, schema: str) -> int:
+    """Free every claimed-but-unfinished row at once (the leases of deliverers that died):
+    they are due again immediately instead of after the lease. Only the active daemon,
+    which knows no other deliverer lives, may call this. Returns how many rows."""
+    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                        " WHERE status = 'pending' AND lease_until IS NOT NULL").format(
+        _table(schema)))
+    return cur.rowcount
+
+
 def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
     """The provider's email_log rows, one per final outcome (field sizes as the UI's)."""
     values = [(e.send_time, e.client_id, ", ".join(e.addresses)[:500], e.email_type,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+from pathlib import Path
 
 from dnl_ad import db, delivery, outbox
 from tests import factories
@@ -61,3 +63,45 @@ def test_a_lease_that_ran_out_unclaimed_still_records(database, settings, conn, 
         marked = outbox.mark(cur, "dnl_ad", [outbox.Mark(
             row.id, outbox.SENT, row.todo, [], 1, NOW, None, NOW + 10 * S)], row.token)
     assert marked == {row.id} and outbox_rows(conn)[0]["status"] == "sent"
+
+
+def test_release_dead_leases_makes_claimed_rows_deliverable_at_once(
+        database, settings, conn, smtp) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice(f"k:{i}", recipients=f"r{i}@x.example")
+                               for i in range(5)])
+    with database.transaction() as cur:  # a deliverer claims three, then is killed
+        outbox.claim(cur, "dnl_ad", now=NOW, limit=3, lease=delivery.lease_for(settings))
+    assert delivery.deliver(database, settings, now=NOW + S).sent == 2  # the rest waits
+    assert delivery.release_dead_leases(database, settings) == 3
+    assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 3
+    assert len({m.message["Message-ID"] for m in smtp.messages}) == 5
+
+
+def test_daemon_start_releases_a_killed_deliverer_s_leases(settings, conn, smtp,
+                                                           tmp_path) -> None:
+    """A deliverer killed mid-batch left 20 rows under a 300 s lease: the daemon started
+    next delivers them within seconds, not after the lease."""
+    from tests.test_daemon import cli, wait_for, write_ini
+
+    factories.system(conn)
+    database = db.Database(settings.connection_string)
+    real_now = dt.datetime.now(dt.UTC)  # the daemon runs on the real clock
+    try:
+        queue(database, settings, [notice(f"c:{i}", recipients=f"r{i}@x.example",
+                                          decided_at=real_now) for i in range(20)])
+        with database.transaction() as cur:
+            claimed = outbox.claim(cur, "dnl_ad", now=real_now, limit=100,
+                                   lease=delivery.lease_for(settings))
+    finally:
+        database.close()
+    assert len(claimed) == 20
+    ini = write_ini(tmp_path / "dnl_ad.ini", settings)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DNL_AD_")},
+           "DNL_AD_CONFIG": str(ini), "DNL_AD_DELIVERY_SECONDS": "1"}
+    assert cli(env, "start").returncode == 0
+    try:
+        wait_for(lambda: len(smtp.messages) == 20, 20, "the claimed notices to go out")
+    finally:
+        cli(env, "stop")
+    assert "claimed by a deliverer that is gone" in Path(settings.logfile).read_text()
