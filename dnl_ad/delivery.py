@@ -331,7 +331,7 @@ class _Batch:
         self.recorder.flush()
         if trouble:
             _server_trouble(self.database, settings, config, self.now, trouble, deferred,
-                            self.token, result)
+                            self.token, result, progressed=answered)
         elif answered:
             _server_ok(self.database, settings, config, self.now)
         return go_on
@@ -361,14 +361,15 @@ def release_dead_leases(database: db.Database, settings: Settings) -> int:
 
 def _server_trouble(database: db.Database, settings: Settings, config: smtp.SmtpConfig,
                     now: dt.datetime, why: str, ids: list[int], token: str,
-                    result: DeliveryResult) -> None:
-    """The server as a whole failed: back off, give the rows back uncharged, say it once."""
+                    result: DeliveryResult, progressed: bool) -> None:
+    """The server as a whole failed: back off, give the rows back uncharged, say it once
+    (when the trouble starts; its end is logged by _server_ok)."""
     with database.transaction() as cur:
         result.deferred += outbox.defer(cur, settings.own_schema, ids, token, why)
-        failures, next_try = outbox.server_trouble(
+        failures, next_try, new = outbox.server_trouble(
             cur, settings.own_schema, config.key, now, why,
-            lambda n: outage_wait(settings, n))
-    if failures == 1:
+            lambda n: outage_wait(settings, n), progressed=progressed)
+    if new:
         log.error("delivery paused: %s; %d notices wait, no attempt is charged to them; "
                   "next try at %s", why, len(ids), next_try.isoformat(timespec="seconds"))
     else:

@@ -278,13 +278,15 @@ def backed_off(cur: Cursor, schema: str, now: dt.datetime) -> dict[str, dt.datet
 
 
 def server_trouble(cur: Cursor, schema: str, server: str, now: dt.datetime, why: str,
-                   wait: Callable[[int], dt.timedelta]) -> tuple[int, dt.datetime]:
-    """Count one more server-wide failure; the next try waits `wait(failures)`.
-    Returns (failures in a row, next try)."""
+                   wait: Callable[[int], dt.timedelta], *, progressed: bool = False
+                   ) -> tuple[int, dt.datetime, bool]:
+    """Count one more server-wide failure; the next try waits `wait(failures)`. A session
+    that delivered something before the trouble (a rate limit after N messages) starts
+    the count again at 1. Returns (failures in a row, next try, trouble is new)."""
     cur.execute(sql.SQL("SELECT failures FROM {} WHERE server = %s FOR UPDATE").format(
         _backoff_table(schema)), (server,))
     row = cur.fetchone()
-    failures = (row["failures"] if row else 0) + 1
+    failures = 1 if progressed or not row else row["failures"] + 1
     next_try = now + wait(failures)
     cur.execute(sql.SQL(
         "INSERT INTO {} (server, failures, since, next_try_at, last_error)"
@@ -292,7 +294,7 @@ def server_trouble(cur: Cursor, schema: str, server: str, now: dt.datetime, why:
         " failures = EXCLUDED.failures, next_try_at = EXCLUDED.next_try_at,"
         " last_error = EXCLUDED.last_error").format(_backoff_table(schema)),
         (server, failures, now, next_try, why))
-    return failures, next_try
+    return failures, next_try, row is None
 
 
 def server_ok(cur: Cursor, schema: str, server: str) -> tuple[dt.datetime, int] | None:

@@ -230,3 +230,32 @@ def test_no_password_in_the_clear_unless_allowed(database, settings, conn, login
         allowed = delivery.deliver(database, cfg.replace(smtp_allow_plain_auth=True),
                                    now=NOW + dt.timedelta(hours=1))
         assert allowed.sent == 1 and logins.seen == [("alerts", True)]
+
+
+def test_a_server_requiring_starttls_that_rate_limits_and_closes_now_and_then(
+        database, settings, conn, server_ctx, ca_file) -> None:
+    """As a real MTA behaves: 530 before STARTTLS, `450 4.7.1` after 4 messages in a
+    session, 421 on every 9th MAIL. Default security (STARTTLS when offered): every
+    notice delivered over TLS, none lost or twice, no attempt charged for a 421 or a
+    rate-limit answer."""
+    factories.system(conn)
+    n = 40
+    queue(database, settings, [notice(f"mta:{i}", recipients=f"r{i}@x.example")
+                               for i in range(n)])
+    with SmtpSink(tls_context=server_ctx, require_starttls=True) as sink:
+        sink.rate_limit(4)
+        sink.close_every(9)
+        cfg = _settings(settings, sink, smtp_security="", smtp_ca_file=ca_file)
+        now = NOW
+        for _ in range(60):
+            delivery.deliver(database, cfg, now=now)
+            now += dt.timedelta(seconds=10)
+        got = list(sink.messages)
+        refusals = list(sink.handler.refusals)
+    assert len(got) == n and all(m.tls for m in got)
+    assert len({m.message["Message-ID"] for m in got}) == n
+    assert any(r.startswith("450 4.7.1") for r in refusals)
+    assert any(r.startswith("421") for r in refusals)
+    rows = outbox_rows(conn)
+    assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+    assert len(email_log(conn)) == n
