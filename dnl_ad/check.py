@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -86,6 +87,9 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
         return Row("smtp", FAIL, str(exc))
     if not config.host:
         return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
+    if settings.smtp_ca_file and not os.path.isfile(settings.smtp_ca_file):
+        return Row("smtp", FAIL, f"SMTP_CA_FILE={settings.smtp_ca_file!r} is not a readable "
+                   "file: name the PEM file of the CA that signed the server's certificate")
     sender = (str(system.get("fromemail") or "").strip() or settings.smtp_from
               or "postmaster@" + (config.helo_name or smtp.default_helo_name()))
     try:

@@ -53,3 +53,8 @@ def test_default_helo_name_is_the_fqdn() -> None:
 
     assert mail_smtp.default_helo_name() == (socket.getfqdn() or socket.gethostname())
     assert mail_smtp.resolve(Settings(), {}).helo_name == ""
+
+
+def test_check_names_a_missing_smtp_ca_file(smtp, tmp_path) -> None:
+    row = check.check_smtp(_cfg(smtp, smtp_ca_file=str(tmp_path / "nope.pem")), SYSTEM)
+    assert row.status == check.FAIL and "SMTP_CA_FILE=" in row.detail
