@@ -179,6 +179,9 @@ class Settings:
     smtp_helo_name: str = ""
     max_recipients: int = 50
     reply_to: str = ""
+    smtp_sessions: int = 4
+    smtp_max_per_session: int = 0
+    smtp_rate_limit: float = 0.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -190,6 +193,17 @@ def _schema_name(raw: str) -> str:
     if not v or not (v[0].isalpha() or v[0] == "_") or not all(c.isalnum() or c == "_" for c in v):
         raise ValueError("a plain schema name (letters, digits, underscore)")
     return v.lower()
+
+
+def _rate(raw: str) -> float:
+    expected = "messages per second, a number >= 0 (0: no limit)"
+    try:
+        value = float(raw.strip() or "0")
+    except ValueError:
+        raise ValueError(expected) from None
+    if not 0 <= value <= 100_000 or value != value:
+        raise ValueError(expected)
+    return value
 
 
 def _helo_name(raw: str) -> str:
@@ -246,6 +260,9 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_HELO_NAME": ("smtp_helo_name", _helo_name),
     "MAX_RECIPIENTS": ("max_recipients", _int_range(1, 1000)),
     "REPLY_TO": ("reply_to", _str),
+    "SMTP_SESSIONS": ("smtp_sessions", _int_range(1, 32)),
+    "SMTP_MAX_PER_SESSION": ("smtp_max_per_session", _int_range(0, 1_000_000)),
+    "SMTP_RATE_LIMIT": ("smtp_rate_limit", _rate),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 # flushes it within milliseconds; only a crash of the PostgreSQL server itself in that
 # instant could lose it), which keeps per-message bookkeeping cheap (bench_delivery.py).
 FLUSH_EVERY = 1
+# A server's rows are spread over more sessions only when each gets at least this many:
+# a small batch stays on one connection.
+MIN_PER_SESSION = 50
 
 
 @dataclass
@@ -93,12 +98,15 @@ class _Recorder:
         self.marks: list[outbox.Mark] = []
         self.logs: list[tuple[int, outbox.LogEntry]] = []
         self.lost: set[int] = set()
+        # parallel sessions: the caller flushes once per burst of outcomes that arrived
+        # together (at most one message in hand per session), not once per message
+        self.group_commit = False
 
     def add(self, mark: outbox.Mark, entry: outbox.LogEntry | None) -> None:
         self.marks.append(mark)
         if entry is not None:
             self.logs.append((mark.id, entry))
-        if len(self.marks) >= FLUSH_EVERY:
+        if len(self.marks) >= FLUSH_EVERY and not self.group_commit:
             self.flush()
 
     def flush(self) -> None:
@@ -228,11 +236,13 @@ class _Servers:
 
 def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
             should_stop: Callable[[], bool] = lambda: False,
-            monotonic: Callable[[], float] = time.monotonic) -> DeliveryResult:
-    """Send what is due at `now`, one SMTP session per server; see the module docstring.
+            monotonic: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> DeliveryResult:
+    """Send what is due at `now`, over up to SMTP_SESSIONS sessions per server; see the
+    module docstring.
 
-    `monotonic` measures how long the batch has run against its lease (tests pass their
-    own).
+    `monotonic` measures how long the batch has run against its lease and paces
+    SMTP_RATE_LIMIT with `sleep` (tests pass their own).
     """
     result = DeliveryResult()
     if settings.dry_run:
@@ -257,12 +267,13 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
         config = servers.config(row.sender_id)
         assert config is not None  # claim took only rows of usable servers
         groups.setdefault(config.key, (config, []))[1].append(row)
+    limiter = _RateLimiter(settings.smtp_rate_limit, monotonic, sleep)
     batch = _Batch(database, settings, now, rows[0].token, should_stop, monotonic,
-                   claimed_at, result)
+                   claimed_at, result, limiter)
     todo = list(groups.values())
     try:
         for index, (config, group) in enumerate(todo):
-            if not batch.send_group(config, group):
+            if not batch.send_server(config, group):
                 batch.released += [r.id for _, later in todo[index + 1:] for r in later]
                 break
     finally:
@@ -275,66 +286,195 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     return result
 
 
+def split_for_sessions(rows: list[outbox.Claimed], sessions: int
+                       ) -> list[list[outbox.Claimed]]:
+    """One server's rows over up to `sessions` parallel sessions, each with at least
+    MIN_PER_SESSION rows (a small batch stays on one connection), dealt round-robin so
+    the oldest notices start first in every session."""
+    k = max(1, min(sessions, len(rows) // MIN_PER_SESSION))
+    return [rows[i::k] for i in range(k)]
+
+
+class _RateLimiter:
+    """SMTP_RATE_LIMIT: at most `rate` messages per second over all sessions (0: off)."""
+
+    def __init__(self, rate: float, monotonic: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self.interval = 1.0 / rate if rate else 0.0
+        self.monotonic, self.sleep = monotonic, sleep
+        self.next_slot = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.monotonic()
+            slot = max(self.next_slot, now)
+            self.next_slot = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
+
+
+@dataclass
+class _Worker:
+    """One SMTP session over a share of one server's rows. It only talks SMTP: every
+    event goes to `emit`, which the batch handles on the thread that owns the database
+    connection (outcomes are recorded there, in the order they arrive)."""
+
+    config: smtp.SmtpConfig
+    rows: list[outbox.Claimed]
+    batch: _Batch
+    emit: Callable[[tuple], None]
+
+    def run(self) -> None:
+        b = self.batch
+        answered, connections = False, 0
+        try:
+            with smtp.Session(self.config, b.settings.smtp_max_per_session) as session:
+                try:
+                    answered = self._send_all(session)
+                finally:
+                    connections = session.connections
+        except BaseException as exc:  # a bug: the rows in hand keep their lease
+            self.emit(("error", exc))
+        finally:
+            self.emit(("done", self.config, answered, connections))
+
+    def _send_all(self, session: smtp.Session) -> bool:
+        b = self.batch
+        answered = False
+        for index, row in enumerate(self.rows):
+            stop = b.stop_reason()
+            if stop:
+                self.emit(("release", [r.id for r in self.rows[index:]], stop))
+                return answered
+            if not row.todo:
+                continue
+            b.limiter.wait()
+            try:
+                send_result = session.send(row.from_addr, row.todo, row.message)
+            except smtp.SessionError as exc:
+                self.emit(("trouble", self.config, str(exc),
+                           [r.id for r in self.rows[index:]], answered))
+                return answered
+            answered = True
+            self.emit(("outcome", row, send_result))
+            if send_result.trouble:  # this message's outcome stands; the session ends
+                self.emit(("trouble", self.config, send_result.trouble,
+                           [r.id for r in self.rows[index + 1:]], True))
+                return answered
+        return answered
+
+
 class _Batch:
     """One claimed batch: its recorder, what is left to release, its stop conditions."""
 
     def __init__(self, database: db.Database, settings: Settings, now: dt.datetime,
                  token: str, should_stop: Callable[[], bool], monotonic: Callable[[], float],
-                 claimed_at: float, result: DeliveryResult) -> None:
+                 claimed_at: float, result: DeliveryResult, limiter: _RateLimiter) -> None:
         self.database, self.settings, self.now, self.token = database, settings, now, token
         self.should_stop, self.monotonic, self.claimed_at = should_stop, monotonic, claimed_at
-        self.result = result
+        self.result, self.limiter = result, limiter
         self.recorder = _Recorder(database, settings, token)
-        self.unsent: list[int] = []  # rows of groups not started (released at the end)
         self.released: list[int] = []
+        self.halted = ""  # set once: why every session stops starting messages
+        self.said: set[str] = set()
+        self.troubled: set[str] = set()
+        self.errors: list[BaseException] = []
 
-    def send_group(self, config: smtp.SmtpConfig, rows: list[outbox.Claimed]) -> bool:
-        """Send one server's rows over one session. False: stop the whole batch (SIGTERM,
-        lease nearly out, or our claim lost); the rows left are released."""
-        settings, result = self.settings, self.result
-        lease = lease_for(settings)
-        trouble, deferred, answered, go_on = "", [], False, True
-        with smtp.Session(config) as session:
-            for index, row in enumerate(rows):
-                if self.should_stop():
-                    self.released += [r.id for r in rows[index:]]
+    def stop_reason(self) -> str:
+        """Why no further message may start ('' when one may): SIGTERM, the claim's lease
+        about to run out (a slow relay), or the claim lost to another deliverer."""
+        if self.halted:
+            return self.halted
+        if self.should_stop():
+            self.halted = "stop"
+        elif self.monotonic() - self.claimed_at > sending_window(self.settings):
+            self.halted = "lease"
+        return self.halted
+
+    def send_server(self, config: smtp.SmtpConfig, rows: list[outbox.Claimed]) -> bool:
+        """Send one server's rows over up to SMTP_SESSIONS parallel sessions. False: stop
+        the whole batch; the rows left are released."""
+        shares = split_for_sessions(rows, self.settings.smtp_sessions)
+        if len(shares) == 1:  # today's path: one session, events handled as they come
+            _Worker(config, shares[0], self, self.handle).run()
+        else:
+            events: queue.Queue[tuple] = queue.Queue()
+            threads = [threading.Thread(target=_Worker(config, share, self, events.put).run,
+                                        name=f"dnl_ad-smtp-{i}", daemon=True)
+                       for i, share in enumerate(shares)]
+            for t in threads:
+                t.start()
+            done = 0
+            self.recorder.group_commit = True
+            try:
+                while done < len(threads):
+                    burst = [events.get()]
+                    while True:  # everything the sessions reported meanwhile
+                        try:
+                            burst.append(events.get_nowait())
+                        except queue.Empty:
+                            break
+                    for event in burst:
+                        done += event[0] == "done"
+                        self.handle(event)
+                    self.recorder.flush()
+                    if self.recorder.lost:
+                        self.halted = "lost"
+            except BaseException:  # cannot record (database gone): start nothing more
+                self.halted = self.halted or "error"
+                while done < len(threads):
+                    done += events.get()[0] == "done"
+                raise
+            finally:
+                self.recorder.group_commit = False
+            for t in threads:
+                t.join()
+        if self.errors:
+            raise self.errors[0]
+        return not self.halted
+
+    def handle(self, event: tuple) -> None:
+        """Record one worker event (on the thread that owns the database connection)."""
+        kind = event[0]
+        if kind == "outcome":
+            _, row, send_result = event
+            mark, entry, outcome, why = _outcome(row, send_result, self.settings, self.now)
+            setattr(self.result, outcome, getattr(self.result, outcome) + 1)
+            _log_outcome(row, outcome, why)
+            self.recorder.add(mark, entry)
+            if self.recorder.lost:  # our claim is gone: the rest belongs to another run
+                self.halted = "lost"
+        elif kind == "trouble":
+            _, config, why, ids, progressed = event
+            self.troubled.add(config.key)
+            self.recorder.flush()
+            _server_trouble(self.database, self.settings, config, self.now, why, ids,
+                            self.token, self.result, progressed)
+        elif kind == "release":
+            _, ids, reason = event
+            if reason != "lost":
+                self.released += ids
+            if reason not in self.said:
+                self.said.add(reason)
+                if reason == "stop":
                     log.info("delivery: stopping; claimed notices are released for the "
                              "next run")
-                    go_on = False
-                    break
-                if self.monotonic() - self.claimed_at > sending_window(settings):
-                    self.released += [r.id for r in rows[index:]]
+                elif reason == "lease":
                     log.warning("delivery: this batch has run %.0f s, close to its %.0f s "
                                 "lease; the notices left are released for the next run",
-                                self.monotonic() - self.claimed_at, lease.total_seconds())
-                    go_on = False
-                    break
-                if not row.todo:
-                    continue
-                try:
-                    send_result = session.send(row.from_addr, row.todo, row.message)
-                except smtp.SessionError as exc:
-                    trouble, deferred = str(exc), [r.id for r in rows[index:]]
-                    break
-                answered = True
-                mark, entry, outcome, why = _outcome(row, send_result, settings, self.now)
-                setattr(result, outcome, getattr(result, outcome) + 1)
-                _log_outcome(row, outcome, why)
-                self.recorder.add(mark, entry)
-                if self.recorder.lost:  # our claim is gone: the rest belongs to another run
-                    go_on = False
-                    break
-                if send_result.trouble:  # this message's outcome stands; the session ends
-                    trouble, deferred = send_result.trouble, [r.id for r in rows[index + 1:]]
-                    break
-            result.connections += session.connections
-        self.recorder.flush()
-        if trouble:
-            _server_trouble(self.database, settings, config, self.now, trouble, deferred,
-                            self.token, result, progressed=answered)
-        elif answered:
-            _server_ok(self.database, settings, config, self.now)
-        return go_on
+                                self.monotonic() - self.claimed_at,
+                                lease_for(self.settings).total_seconds())
+        elif kind == "error":
+            self.errors.append(event[1])
+        elif kind == "done":
+            _, config, answered, connections = event
+            self.result.connections += connections
+            if answered and config.key not in self.troubled:
+                self.recorder.flush()
+                _server_ok(self.database, self.settings, config, self.now)
 
     def finish(self) -> None:
         self.recorder.flush()

@@ -10,8 +10,10 @@ aiosmtpd is a test/demo dependency only; the daemon itself never imports this mo
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import functools
 import socket
 import threading
 from collections.abc import Callable
@@ -28,12 +30,16 @@ from aiosmtpd.smtp import SMTP
 class Received:
     mail_from: str
     rcpt_tos: list[str]
-    message: EmailMessage
     raw: bytes
     peer: Any  # (host, port) of the client: one value per SMTP connection
     mail_options: list[str] = field(default_factory=list)
     tls: bool = False  # the message came over a STARTTLS/TLS session
     helo: str = ""
+
+    @functools.cached_property
+    def message(self) -> EmailMessage:
+        """The message parsed (on first use: parsing every message would slow the sink)."""
+        return email.message_from_bytes(self.raw, policy=email.policy.default)
 
 
 @dataclass
@@ -48,6 +54,7 @@ class _Rules:
     mail_421_every: int = 0              # every N-th MAIL (overall) gets 421 and a hang-up
     rset_reply: str = ""                 # answer RSET with this (421: then hang up)
     helo_reply: str = ""                 # answer EHLO and HELO with this (e.g. 504 ...)
+    data_latency: float = 0.0            # seconds to wait before answering each DATA
 
 
 class RecordingHandler:
@@ -110,6 +117,8 @@ class RecordingHandler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        if self.rules.data_latency:  # a real relay's round trip; other sessions go on
+            await asyncio.sleep(self.rules.data_latency)
         with self.lock:
             self.data_count += 1
             n = self.data_count
@@ -120,8 +129,7 @@ class RecordingHandler:
             server.transport.close()
             return "421 closing"  # never reaches the client: the transport is gone
         raw = envelope.original_content or envelope.content
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        received = Received(envelope.mail_from, list(envelope.rcpt_tos), msg, raw, session.peer,
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), raw, session.peer,
                             list(envelope.mail_options), session.ssl is not None,
                             session.host_name or "")
         session.dnl_accepted = getattr(session, "dnl_accepted", 0) + 1
@@ -229,6 +237,10 @@ class SmtpSink:
         """Run `hook` when the n-th DATA arrives, before the message is accepted (tests use
         it to kill the sending process at an exact point)."""
         self.handler.rules.on_message[n] = hook
+
+    def set_latency(self, seconds: float) -> None:
+        """Wait `seconds` before answering each DATA, as a relay across a network does."""
+        self.handler.rules.data_latency = seconds
 
     def rate_limit(self, per_session: int, reply: str = "") -> None:
         """After `per_session` accepted messages in one session, answer MAIL with `reply`

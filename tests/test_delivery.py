@@ -21,7 +21,8 @@ def test_thousand_notices_over_one_connection(database, settings, conn, smtp) ->
     factories.system(conn)
     queue(database, settings, [notice(f"bulk:{i}", client_id=i, recipients=f"c{i}@x.example")
                                for i in range(1000)])
-    result = delivery.deliver(database, settings.replace(delivery_batch=1000), now=NOW)
+    result = delivery.deliver(database, settings.replace(delivery_batch=1000,
+                                                         smtp_sessions=1), now=NOW)
     assert (result.sent, result.retry, result.failed, result.connections) == (1000, 0, 0, 1)
     assert len(smtp.messages) == 1000 and smtp.connections() == 1
     assert sorted(m.rcpt_tos[0] for m in smtp.messages) == sorted(

@@ -217,9 +217,11 @@ def _reply_text(code: int, msg: bytes | str) -> str:
 class Session:
     """A lazily opened SMTP connection reused for a batch; reopened after a drop."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, max_per_connection: int = 0) -> None:
         self.config = config
         self.connections = 0
+        self.max_per_connection = max_per_connection  # SMTP_MAX_PER_SESSION (0: no limit)
+        self._sent_here = 0  # messages on the current connection
         self._smtp: smtplib.SMTP | None = None
 
     def __enter__(self) -> Session:
@@ -304,8 +306,13 @@ class Session:
         before its RCPTs were answered); in both cases no attempt is charged and the
         session is closed.
         """
+        if self._smtp is not None and self.max_per_connection and \
+                self._sent_here >= self.max_per_connection:
+            self.close()  # the relay's limit of messages per session: QUIT, reconnect
         if self._smtp is None:
             self._smtp = self._open()
+            self._sent_here = 0
+        self._sent_here += 1
         smtp = self._smtp
         where = self.config.where
         replies: dict[str, tuple[int, str]] = {}
