@@ -1,30 +1,34 @@
-"""Deliver: drain due outbox rows over one SMTP session and record every outcome.
+"""Deliver: drain due outbox rows over SMTP and record every outcome.
 
 One run (the daemon calls it every DELIVERY_SECONDS):
 
 1. expire, by age only, notices older than DELIVERY_MAX_AGE_HOURS (failed, with a final
-   email_log row saying so); then, unless the SMTP server is backed off (below), claim up
-   to DELIVERY_BATCH due rows (FOR UPDATE SKIP LOCKED, leased) and commit, so no
-   transaction stays open while we talk SMTP;
-2. send them one by one over one session, only to recipients that have not accepted yet;
-   per recipient, for answers about this notice (its RCPT or DATA): 2xx sent, 4xx or a
-   lost connection retried later (backoff RETRY_BASE_SECONDS * 2^(attempts-1), capped at
-   RETRY_MAX_SECONDS, at most MAX_ATTEMPTS), 5xx failed;
+   email_log row saying so); then claim up to DELIVERY_BATCH due rows (FOR UPDATE SKIP
+   LOCKED, leased under a claim token), skipping servers that are backed off (3), and
+   commit, so no transaction stays open while we talk SMTP;
+2. group them by server (the default one, or a mail_sender's own: see _Servers) and
+   send each group over up to SMTP_SESSIONS parallel sessions, only to recipients that
+   have not accepted yet; per recipient, for answers about this notice (its RCPT or
+   DATA): 2xx sent, 4xx or a drop while its data was in hand retried later (backoff
+   RETRY_BASE_SECONDS * 2^(attempts-1), capped at RETRY_MAX_SECONDS, at most
+   MAX_ATTEMPTS), 5xx failed;
 3. server-wide trouble is nobody's attempt: when no session can be made (refused,
    timeout, TLS, AUTH, a 421 greeting), or the server speaks for itself mid-session (421
    to any command including RSET, a rate limit: a 4xx to MAIL FROM or an enhanced
    status 4.7.x / 4.5.3, a dropped connection), the session stops at once, the messages
-   not yet answered are not charged, and the whole delivery through that server backs off
-   (RETRY_BASE_SECONDS * 2^(n-1), capped at SMTP_BACKOFF_MAX_SECONDS, kept in the own
-   schema's smtp_backoff) and every claimed notice is given back unchanged. An outage is
-   logged once when it starts and once when it ends;
+   not yet answered go back unchanged (no attempt charged), and the whole delivery
+   through that server backs off (RETRY_BASE_SECONDS * 2^(n-1), capped at
+   SMTP_BACKOFF_MAX_SECONDS, kept in the own schema's smtp_backoff; a session that
+   delivered before its trouble starts the count again). An outage is logged once when
+   it starts and once when it ends;
 4. record each outcome as soon as the server has answered (outbox row + email_log row for
-   final outcomes), so a crash after a send re-sends at most the message in hand;
-5. between messages, `should_stop()` (SIGTERM): finish the message in hand, release
+   final outcomes), only on rows still under this claim's token, so a crash after a send
+   re-sends at most the message in hand (one per session);
+5. between messages, `should_stop()` (SIGTERM): finish the messages in hand, release
    the rest untouched;
 6. never start a message once the claim's lease is about to run out (a slow relay): by
    then another deliverer may claim the same rows, so the rest is released (only rows
-   still under this claim's lease) for the next claim.
+   still under this claim) for the next claim.
 
 Dry run does nothing here: nothing was queued.
 """
