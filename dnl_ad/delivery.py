@@ -191,6 +191,20 @@ def _expire(cur: db.Cursor, settings: Settings, now: dt.datetime) -> int:
     return len(expired)
 
 
+# unusable SMTP settings said once when they appear and once when fixed, not every run
+_settings_problems: dict[str, str] = {}
+
+
+def _say_settings_problems(problems: dict[str, str]) -> None:
+    for where, why in problems.items():
+        if _settings_problems.get(where) != why:
+            log.error("delivery: %s; nothing is sent through %s until it is fixed", why, where)
+    for where in set(_settings_problems) - set(problems):
+        log.warning("delivery: the SMTP settings of %s are usable again", where)
+    _settings_problems.clear()
+    _settings_problems.update(problems)
+
+
 @dataclass
 class _Servers:
     """Which SMTP server sends which notice.
@@ -209,10 +223,11 @@ class _Servers:
 
     @classmethod
     def load(cls, cur: db.Cursor, settings: Settings) -> _Servers:
+        problems: dict[str, str] = {}
         try:
             default: smtp.SmtpConfig | None = smtp.resolve(settings, _load_system(cur))
         except smtp.SessionError as exc:  # unusable settings: claim nothing for it, say why
-            log.error("delivery: %s; nothing sent through the default server", exc)
+            problems["the default server"] = str(exc)
             default = None
         cur.execute("SELECT * FROM mail_sender")
         own: dict[str, smtp.SmtpConfig | None] = {}
@@ -222,9 +237,9 @@ class _Servers:
             try:
                 own[str(row["id"])] = smtp.resolve_sender(settings, row)
             except smtp.SessionError as exc:
-                log.error("delivery: mail_sender %s: %s; nothing sent through it",
-                          row["id"], exc)
+                problems[f"mail_sender {row['id']}"] = str(exc)
                 own[str(row["id"])] = None
+        _say_settings_problems(problems)
         return cls(default, own)
 
     def config(self, sender_id: str | None) -> smtp.SmtpConfig | None:
