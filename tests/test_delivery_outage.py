@@ -97,3 +97,25 @@ def test_a_notice_expires_only_by_age_with_a_final_email_log_row(database, setti
     smtp.start()
     assert delivery.deliver(database, cfg, now=NOW + dt.timedelta(hours=3)).total == 0
     assert smtp.messages == []
+
+
+def test_421_at_helo_and_a_silent_server_charge_nothing(database, settings, conn,
+                                                        smtp) -> None:
+    import socket
+
+    factories.system(conn)
+    queue(database, settings, [notice(f"q:{i}") for i in range(3)])
+    smtp.reply_to_helo("421 4.3.2 too busy, try later")
+    first = delivery.deliver(database, settings, now=NOW)
+    assert (first.deferred, first.retry) == (3, 0)
+    assert all("421 4.3.2" in r["last_error"] for r in outbox_rows(conn))
+    with socket.socket() as silent:  # accepts TCP (backlog) but never greets
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        cfg = settings.replace(smtp_port=silent.getsockname()[1], smtp_timeout_seconds=1)
+        second = delivery.deliver(database, cfg, now=NOW + 10 * S)
+    assert (second.deferred, second.retry) == (3, 0)
+    assert all(r["attempts"] == 0 and "timed out" in r["last_error"]
+               for r in outbox_rows(conn))
+    smtp.reply_to_helo("")
+    assert delivery.deliver(database, settings, now=NOW + 20 * S).sent == 3

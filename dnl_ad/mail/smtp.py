@@ -127,6 +127,8 @@ def _hello(smtp: smtplib.SMTP, c: SmtpConfig, name: str) -> None:
     if code == 250:
         return
     ehlo = _reply_text(code, msg)
+    if code == 421 or not 500 <= code < 600:  # closing, or busy: no point saying HELO
+        raise SessionError(f"SMTP {c.where}: EHLO {name} answered {ehlo}")
     code, msg = smtp.helo()
     if code != 250:
         raise SessionError(f"SMTP {c.where}: EHLO/HELO {name} refused: {ehlo}; "
