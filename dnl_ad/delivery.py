@@ -368,6 +368,11 @@ class _Worker:
             if stop:
                 self.emit(("release", [r.id for r in self.rows[index:]], stop))
                 return answered
+            trouble = b.troubled.get(self.config.key)
+            if trouble:  # another session to this server hit trouble: stop here too
+                self.emit(("trouble", self.config, trouble,
+                           [r.id for r in self.rows[index:]], answered))
+                return answered
             if not row.todo:
                 continue
             b.limiter.wait()
@@ -399,7 +404,7 @@ class _Batch:
         self.released: list[int] = []
         self.halted = ""  # set once: why every session stops starting messages
         self.said: set[str] = set()
-        self.troubled: set[str] = set()
+        self.troubled: dict[str, str] = {}  # server key -> its trouble in this batch
         self.errors: list[BaseException] = []
 
     def stop_reason(self) -> str:
@@ -468,10 +473,15 @@ class _Batch:
                 self.halted = "lost"
         elif kind == "trouble":
             _, config, why, ids, progressed = event
-            self.troubled.add(config.key)
             self.recorder.flush()
-            _server_trouble(self.database, self.settings, config, self.now, why, ids,
-                            self.token, self.result, progressed)
+            if config.key in self.troubled:  # counted once per batch and server
+                with self.database.transaction() as cur:
+                    self.result.deferred += outbox.defer(cur, self.settings.own_schema, ids,
+                                                         self.token, self.troubled[config.key])
+            else:
+                self.troubled[config.key] = why
+                _server_trouble(self.database, self.settings, config, self.now, why, ids,
+                                self.token, self.result, progressed)
         elif kind == "release":
             _, ids, reason = event
             if reason != "lost":

@@ -71,3 +71,19 @@ def test_sigterm_with_parallel_sessions_releases_what_was_not_started(
     assert len(rest) == result.released
     assert all(r["lease_until"] is None and r["attempts"] == 0 for r in rest)
     assert delivery.deliver(database, settings, now=NOW).sent == result.released
+
+
+def test_a_rate_limit_in_one_session_stops_them_all_and_charges_nothing(
+        database, settings, conn, smtp) -> None:
+    _queue(database, settings, conn, 400)
+    smtp.rate_limit(20)
+    first = delivery.deliver(database, settings.replace(smtp_sessions=4), now=NOW)
+    assert first.sent <= 80 and first.sent + first.deferred == 400
+    assert first.retry == first.failed == 0
+    # all four sessions stopped at their first refusal or before their next message
+    assert len(smtp.handler.refusals) <= 4
+    rows = outbox_rows(conn)
+    assert {r["attempts"] for r in rows if r["status"] == "pending"} == {0}
+    with conn.cursor() as cur:
+        cur.execute("SELECT failures FROM dnl_ad.smtp_backoff")
+        assert [r["failures"] for r in cur.fetchall()] == [1]  # counted once
