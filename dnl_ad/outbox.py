@@ -5,12 +5,16 @@ Life of a row:
 1. `enqueue` inserts it in the caller's transaction, ON CONFLICT (dedupe_key) DO NOTHING:
    "queued once" is a database property. A notice that cannot be sent at all (no valid
    recipient) is inserted as failed, with its email_log row, in the same transaction.
-2. `claim` takes due pending rows with FOR UPDATE SKIP LOCKED and sets a lease in a
-   short transaction; SMTP then runs with no transaction open. Two deliverers never take
-   the same row; a deliverer that dies mid-batch leaves leases that expire, and the rows
-   are claimed again.
+   It keeps the mail_sender id of its From (`sender_id`), so delivery knows the server.
+2. `claim` takes due pending rows with FOR UPDATE SKIP LOCKED and sets a lease and a new
+   claim token in a short transaction; SMTP then runs with no transaction open. Two
+   deliverers never take the same row; a deliverer that dies mid-batch leaves leases
+   that expire (or that the next active daemon frees at start: `release_dead_leases`),
+   and the rows are claimed again.
 3. `mark` records each outcome (sent / retry at a later time / failed) and clears the
-   lease; `log_outcomes` writes the provider's email_log rows for final outcomes.
+   lease, only on rows still under the caller's claim token (a deliverer whose lease ran
+   out and whose rows were claimed since marks nothing); `log_outcomes` writes the
+   provider's email_log rows for final outcomes.
 4. `defer` gives rows back untouched but for the server's trouble in `last_error` (the
    server was unreachable, closing or rate-limiting: no attempt is charged), and
    `server_trouble` / `server_ok` keep the server-wide backoff (table smtp_backoff).
