@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from dnl_ad import db, delivery
 from dnl_ad.config import REPO_ROOT, Settings
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database
+from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, build_v5_database
 from dnl_ad.smtp_sink import SmtpSink
 
 T = TypeVar("T")
@@ -28,14 +28,16 @@ LABEL_WIDTH = 52  # every figure line pads its label to this, so the numbers lin
 
 
 @contextmanager
-def provider_database(name: str) -> Iterator[tuple[str, Path]]:
-    """A throwaway embedded PostgreSQL holding provider database `name`: yields its DSN and
-    a scratch directory; the server is stopped and every file removed on exit, even on error.
+def provider_database(name: str, *, v5: bool = False) -> Iterator[tuple[str, Path]]:
+    """A throwaway embedded PostgreSQL holding provider database `name` (the project's
+    subset, or with `v5` the real v5 schema of ../shared/dnl_v5): yields its DSN and a
+    scratch directory; the server is stopped and every file removed on exit, even on error.
     """
+    build = build_v5_database if v5 else build_provider_database
     with tempfile.TemporaryDirectory(prefix="dnl_ad_bench_") as tmp:
         server = EmbeddedPostgres(Path(tmp) / "pg")
         try:
-            yield build_provider_database(server.admin_dsn, name), Path(tmp)
+            yield build(server.admin_dsn, name), Path(tmp)
         finally:
             server.cleanup()
 

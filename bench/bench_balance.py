@@ -2,7 +2,10 @@
 low-balance threshold, 1 % at zero) on an embedded PostgreSQL, delivered to a loopback
 SMTP sink.
 
-    .venv/bin/python bench/bench_balance.py [N]
+    .venv/bin/python bench/bench_balance.py [N] [--v5]
+
+With --v5 the same clients are seeded into the real DNL v5 schema (../shared/dnl_v5,
+with its change-feed triggers) instead of the project's provider subset.
 
 Prints, for each alert: the bare sweep query run by psql (server time, `\\timing`) beside
 the full sweep (query + render + enqueue + provider writes) when the episodes open, and
@@ -40,7 +43,7 @@ def _bare_query(database: db.Database, rule: balance_common.BalanceRule, now: dt
                 schema: str) -> tuple[str, int]:
     """The sweep's query as psql will run it, and how many rows it returns now."""
     with database.transaction() as cur:
-        params = {"kind": rule.kind, "now": now}
+        params = {"kind": rule.kind, "now": now, "today": now.date()}
         text = cur.mogrify(balance_common.sweep_query(rule, schema), params).decode()
         cur.execute(balance_common.sweep_query(rule, schema), params)
         return text, len(cur.fetchall())
@@ -78,12 +81,15 @@ def _bench_alert(module: ModuleType, database: db.Database, settings: Settings,
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    args = [a for a in sys.argv[1:] if a != "--v5"]
+    v5 = "--v5" in sys.argv[1:]
+    n = int(args[0]) if args else 100_000
     now = dt.datetime(2026, 11, 21, 10, 0, tzinfo=dt.UTC)
-    with provider_database("bench_balance") as (dsn, tmp):
+    with provider_database("bench_balance", v5=v5) as (dsn, tmp):
         _, seconds = stopwatch(lambda: populate(
             dsn, lambda cur: demo_data.generate(cur, n, now, traffic_hours=1)))
-        print(f"{n:,} clients generated in {seconds:.1f} s")
+        print(f"{n:,} clients generated in {seconds:.1f} s "
+              f"({'the real v5 schema' if v5 else 'the provider subset'})")
         with SmtpSink() as sink:
             settings = bench_settings(dsn, tmp, sink, delivery_batch=5000)
             database = db.Database(dsn)

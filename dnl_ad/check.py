@@ -5,7 +5,8 @@ configuration, database connection, provider contract columns (missing ones list
 table), dnl_ad's own schema migrated, SMTP reachable (EHLO, STARTTLS/TLS and AUTH as
 configured), and every mail template: the operator's mail_tmplate columns compile, their
 unknown tags are listed, and each template renders a sample notice (with the project's
-defaults where the column is empty).
+defaults where the column is empty), then the daily CDR links: the CDR API answers a
+token request, daily_cdr_fields per direction, the deprecated CDR_API_* keys in use.
 
 FAIL makes the exit status 1; WARN (optional columns, unknown tags) is listed only.
 """
@@ -102,8 +103,51 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
                f"server offers {', '.join(features) or 'no extensions'}")
 
 
+def check_cdr(cur: db.Cursor, settings: Settings) -> list[Row]:
+    """The daily CDR links: the CDR API answers a token request, the file's fields
+    (daily_cdr_fields) per direction, the old CDR_API_* keys still in use."""
+    from . import cdr_api
+    from .config import cdr_api_host, old_cdr_keys_note
+
+    rows = []
+    note = old_cdr_keys_note(settings)
+    if note:
+        rows.append(Row("cdr api keys", WARN, note))
+    host = cdr_api_host(settings)
+    static = settings.cdr_download_url
+    if not host:
+        rows.append(Row("cdr api", OK if static else WARN,
+                        "CDR_API_HOST is empty: static CDR_DOWNLOAD_URL links" if static else
+                        "neither CDR_API_HOST nor CDR_DOWNLOAD_URL is set: CDR mails get no "
+                        "link and are not sent"))
+    else:
+        api = cdr_api.CdrApi(host, token_port=settings.cdr_api_token_port,
+                             export_port=settings.cdr_api_export_port,
+                             user=settings.cdr_api_user, password=settings.cdr_api_password,
+                             timeout=min(settings.cdr_api_timeout_seconds, 10), poll=1)
+        where = f"{host} (token port {settings.cdr_api_token_port}, export port " \
+                f"{settings.cdr_api_export_port})"
+        try:
+            api.ping()
+            rows.append(Row("cdr api", OK, f"{where}: token obtained"))
+        except cdr_api.CdrApiError as exc:
+            rows.append(Row("cdr api", FAIL if not static else WARN,
+                            f"{where}: {exc}" + ("; CDR_DOWNLOAD_URL links are used meanwhile"
+                                                 if static else "")))
+    cur.execute("SELECT type, count(*) AS n FROM daily_cdr_fields WHERE type IN (0, 1) "
+                "GROUP BY type")
+    counts = {r["type"]: r["n"] for r in cur.fetchall()}
+    sides = ", ".join(f"{counts.get(n, 0)} {side}" for n, side in enumerate(cdr_api.SIDES))
+    rows.append(Row("cdr fields", OK if counts else WARN,
+                    f"daily_cdr_fields: {sides}" + ("" if counts else
+                                                    " (the API's default columns are used)")))
+    return rows
+
+
 def _sample_value(tag: str, now: dt.datetime) -> Any:
     """A plausible value for a tag, typed as alerts pass them (money as Decimal, ...)."""
+    if tag in ("currency", "noc_email"):
+        return {"currency": "USD", "noc_email": "noc@carrier.example"}[tag]
     if any(w in tag for w in ("balance", "amount", "credit", "cost")):
         return Decimal("1234.50")
     if any(w in tag for w in ("calls", "count")):
@@ -170,6 +214,49 @@ def check_templates(cur: db.Cursor, settings: Settings, now: dt.datetime) -> lis
     return rows
 
 
+_ENABLED = """
+SELECT count(*) FILTER (WHERE c.status AND NOT coalesce(c.unlimited_credit, false)
+           AND (coalesce(c.is_daily_balance_notification, false)
+                OR coalesce(g.is_notify, false))) AS low,
+       count(*) FILTER (WHERE c.status AND NOT coalesce(c.unlimited_credit, false)
+           AND coalesce(c.zero_balance_notice, false)) AS zero,
+       count(*) FILTER (WHERE c.status AND coalesce(c.is_auto_summary, false)) AS usage,
+       count(*) FILTER (WHERE c.status AND coalesce(c.is_auto_balance, false)) AS balance,
+       count(*) FILTER (WHERE c.status AND coalesce(c.daily_cdr_generation, false)) AS cdr,
+       count(*) FILTER (WHERE c.status) AS active
+FROM client c LEFT JOIN client_low_balance_config g ON g.client_id = c.client_id
+"""
+
+
+def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list[Row]:
+    """What the v5 UI's settings ask of dnl_ad: clients enabled per alert, rate sends
+    waiting for a download, and trunks too long overdue to be suspended by dnl_ad."""
+    from .alerts import trunk_common, trunk_suspended
+
+    cur.execute(_ENABLED)
+    n = cur.fetchone()
+    rows = [Row("clients enabled per alert", OK,
+                f"low balance {n['low']}, zero balance {n['zero']}, usage summary "
+                f"{n['usage']}, balance summary {n['balance']}, daily CDR {n['cdr']} "
+                f"(of {n['active']} active clients)")]
+    waiting = trunk_common.candidates(cur, now, dt.datetime.max.replace(tzinfo=dt.UTC),
+                                      trunk_common.ANY_SEND)
+    rows.append(Row("rate sends pending", OK,
+                    f"{len(waiting)} trunk(s) waiting to download a rate deck"
+                    + (f", next deadline {waiting[0].deadline.isoformat()}" if waiting
+                       else "")))
+    old = trunk_suspended.too_old(cur, now, settings)
+    if old:
+        shown = "\n".join(f"client {c.client_id} trunk {c.resource_id} {c.alias!r}: rate send "
+                          f"{c.rate_send_id}, deadline {c.deadline:%Y-%m-%d}" for c in old[:20])
+        more = f"\n... and {len(old) - 20} more" if len(old) > 20 else ""
+        rows.append(Row("overdue rate sends", WARN,
+                        f"{len(old)} trunk(s) past the deadline by more than "
+                        f"SUSPEND_MAX_OVERDUE_DAYS={settings.suspend_max_overdue_days}; "
+                        f"dnl_ad will not suspend them:\n{shown}{more}"))
+    return rows
+
+
 def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
@@ -191,7 +278,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             rows += check_contract(cur)
             rows.append(check_schema(cur, settings))
             try:
-                cur.execute("SELECT * FROM system_parameter LIMIT 1")
+                cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
                 system = dict(cur.fetchone() or {})
             except Exception as exc:
                 conn.rollback()
@@ -203,6 +290,16 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("templates", FAIL, _first_line(exc)))
+            try:
+                rows += check_settings(cur, settings, now)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("v5 settings", FAIL, _first_line(exc)))
+            try:
+                rows += check_cdr(cur, settings)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("cdr fields", FAIL, _first_line(exc)))
         conn.rollback()  # check writes nothing
     finally:
         conn.close()

@@ -156,3 +156,20 @@ def gmt_label(zone: dt.tzinfo, at: dt.datetime) -> str:
     sign = "-" if minutes < 0 else "+"
     minutes = abs(minutes)
     return f"GMT{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def next_at_hour(instant: dt.datetime, hour: int, zone: dt.tzinfo = UTC) -> dt.datetime:
+    """The first instant strictly after `instant` at which the clock in `zone` reads
+    `hour`:00 (the v5 UI's "daily at H GMT" with zone UTC, a local midnight with hour 0)."""
+    day = local_date(instant, zone)
+    for offset in range(3):
+        candidate = local_instant(day + dt.timedelta(days=offset), zone, hour)
+        if candidate > instant:
+            return candidate
+    raise AssertionError("unreachable: a day has an hour")
+
+
+def next_clock_hour(instant: dt.datetime) -> dt.datetime:
+    """The start of the next UTC clock hour after `instant`."""
+    start = require_aware(instant).replace(minute=0, second=0, microsecond=0)
+    return start + dt.timedelta(hours=1)

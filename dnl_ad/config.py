@@ -124,6 +124,25 @@ def _dsn(raw: str) -> str:
     return v
 
 
+def _host(raw: str) -> str:
+    """A host name or IP address alone: the CDR API's ports are fixed by its protocol."""
+    v = raw.strip()
+    if not v:
+        return ""
+    expected = "a host name or IP address without scheme, port or path (e.g. 10.0.0.5)"
+    if any(c in v for c in "/@ ?#") or "://" in v:
+        raise ValueError(expected)
+    if ":" in v:  # only an IPv6 address may hold colons
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(v.strip("[]"))
+        except ValueError:
+            raise ValueError(expected) from None
+        return v.strip("[]")
+    return v
+
+
 def _port(raw: str) -> int:
     v = raw.strip()
     if not v:
@@ -161,10 +180,17 @@ class Settings:
     retry_max_seconds: int = 3600
     catchup_hours: int = 24
     suspend_grace_minutes: int = 0
+    suspend_max_overdue_days: int = 3
+    report_settle_minutes: int = 30
+    owner_billing_email: str = ""
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
     own_schema: str = "dnl_ad"
     template_dir: str = str(REPO_ROOT / "templates")
+    # --- DNL CDR API (PROVIDER_DB.md section 5); CDR_API_URL/USER/PASSWORD are the old keys
+    cdr_api_host: str = ""
+    cdr_api_token_port: int = 8887
+    cdr_api_export_port: int = 8889
     cdr_api_url: str = ""
     cdr_api_user: str = ""
     cdr_api_password: str = ""
@@ -243,10 +269,16 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RETRY_MAX_SECONDS": ("retry_max_seconds", _int_range(1, 7 * 86400)),
     "CATCHUP_HOURS": ("catchup_hours", _int_range(0, 24 * 31)),
     "SUSPEND_GRACE_MINUTES": ("suspend_grace_minutes", _int_range(0, 7 * 24 * 60)),
+    "SUSPEND_MAX_OVERDUE_DAYS": ("suspend_max_overdue_days", _int_range(0, 3650)),
+    "REPORT_SETTLE_MINUTES": ("report_settle_minutes", _int_range(0, 24 * 60)),
+    "OWNER_BILLING_EMAIL": ("owner_billing_email", _str),
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),
     "OWN_SCHEMA": ("own_schema", _schema_name),
     "TEMPLATE_DIR": ("template_dir", _str),
+    "CDR_API_HOST": ("cdr_api_host", _host),
+    "CDR_API_TOKEN_PORT": ("cdr_api_token_port", _int_range(1, 65535)),
+    "CDR_API_EXPORT_PORT": ("cdr_api_export_port", _int_range(1, 65535)),
     "CDR_API_URL": ("cdr_api_url", _url),
     "CDR_API_USER": ("cdr_api_user", _str),
     "CDR_API_PASSWORD": ("cdr_api_password", lambda raw: raw),
@@ -266,6 +298,29 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}
+
+
+# Keys of the invented CDR API protocol the first versions spoke: still read, no longer needed.
+OLD_CDR_KEYS = ("CDR_API_URL", "CDR_API_USER", "CDR_API_PASSWORD")
+
+
+def cdr_api_host(settings: Settings) -> str:
+    """The CDR API host: CDR_API_HOST, else the host of the old CDR_API_URL, else ''."""
+    if settings.cdr_api_host:
+        return settings.cdr_api_host
+    return (urlparse(settings.cdr_api_url).hostname or "") if settings.cdr_api_url else ""
+
+
+def old_cdr_keys_note(settings: Settings) -> str:
+    """One sentence for the log and `check` when the old CDR keys are set; '' otherwise."""
+    used = [k for k in OLD_CDR_KEYS if getattr(settings, k.lower())]
+    if not used:
+        return ""
+    where = (f"its host {cdr_api_host(settings)!r} is used as CDR_API_HOST"
+             if settings.cdr_api_url and not settings.cdr_api_host
+             else "CDR_API_HOST is used")
+    return (f"{', '.join(used)} {'is' if len(used) == 1 else 'are'} deprecated (the real CDR "
+            f"API takes a host, ports 8887/8889): {where}; set CDR_API_HOST instead")
 
 
 def config_path(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Path:

@@ -12,46 +12,57 @@ from collections.abc import Mapping
 # table -> required columns. A live database missing one of these cannot be served.
 REQUIRED: Mapping[str, tuple[str, ...]] = {
     "client": (
-        "client_id", "name", "company", "status", "mode", "allowed_credit", "unlimited_credit",
-        "payment_term_id", "billing_email", "low_balance_notice", "notify_client_balance",
-        "last_lowbalance_time", "zero_balance_notice", "zero_balance_notice_time",
-        "zero_balance_notice_last_sent", "is_auto_summary", "auto_summary_not_zero",
-        "auto_summary_hour", "auto_send_zone", "daily_balance_send_time_zone",
-        "is_daily_balance_notification", "daily_cdr_generation",
+        "client_id", "name", "company", "status", "mode", "currency_id", "allowed_credit",
+        "unlimited_credit", "payment_term_id", "billing_email", "email",
+        "is_daily_balance_notification", "notify_client_balance", "zero_balance_notice",
+        "zero_balance_notice_time", "zero_balance_notice_last_sent", "last_lowbalance_time",
+        "is_auto_summary", "auto_summary_hour", "auto_send_zone", "auto_summary_period",
+        "auto_summary_group_by", "auto_summary_include_cdr", "auto_summary_not_zero",
+        "auto_daily_balance_recipient", "is_auto_balance", "numer_of_days_balance",
+        "daily_balance_send_time", "daily_balance_send_time_zone", "daily_cdr_generation",
+        "daily_cdr_generation_zone", "daily_cdr_generation_type", "last_autoreport_time",
+        "last_autobalance_time", "last_cdrdown_time",
     ),
+    "currency": ("currency_id", "code"),
     "client_low_balance_config": (
-        "client_id", "value_type", "actual_notify_balance", "percentage_notify_balance",
-        "duplicate_days", "last_alert_time",
+        "client_id", "is_notify", "value_type", "actual_notify_balance",
+        "percentage_notify_balance", "send_time_type", "daily_send_time", "duplicate_days",
+        "send_to", "duplicate_send_days", "last_alert_time",
     ),
     "c4_client_balance": ("client_id", "balance"),
     "payment_term": ("payment_term_id", "name"),
-    "balance_history_actual": (
-        "client_id", "date", "actual_balance", "unbilled_incoming_traffic",
-        "unbilled_outgoing_traffic",
-    ),
+    "balance_history_actual": ("client_id", "date", "actual_balance"),
     "cdr_report_detail": (
         "report_time", "ingress_client_id", "ingress_id", "egress_client_id", "egress_id",
         "ingress_total_calls", "ingress_success_calls", "egress_total_calls",
         "egress_success_calls", "not_zero_calls", "duration", "ingress_bill_time",
-        "egress_bill_time", "ingress_call_cost", "egress_call_cost",
+        "egress_bill_time", "ingress_call_cost", "egress_call_cost", "ingress_country",
+        "ingress_code_name", "ingress_code", "egress_country", "egress_code_name",
+        "egress_code",
     ),
     "resource": (
         "resource_id", "client_id", "alias", "active", "ingress", "egress", "disable_by_alert",
         "update_at", "update_by",
     ),
-    "rate_send_log": ("id", "file", "download_deadline", "is_email_alert", "create_time"),
+    "rate_send_log": (
+        "id", "status", "file", "effective_date", "download_deadline", "download_method",
+        "is_email_alert", "is_disable", "create_time",
+    ),
     "rate_send_log_detail": ("id", "log_id", "resource_id", "status", "download_date", "error"),
-    "rate_download_log": ("id", "client_id", "log_detail_id", "download_time", "download_ip"),
+    "rate_download_log": ("id", "resource_id", "log_detail_id", "download_time"),
     "mail_tmplate": tuple(
-        f"{kind}_{part}"
-        for kind in ("lowbalance", "zerobalance", "auto_summary", "auto_balance", "auto_cdr",
-                     "download_rate_notice", "no_download_rate")
-        for part in ("from", "subject", "content", "cc")
+        [f"{kind}_{part}"
+         for kind in ("lowbalance", "zerobalance", "auto_summary", "auto_balance", "auto_cdr",
+                      "pending_trunk", "no_download_rate")
+         for part in ("from", "subject", "content")]
+        + [f"{kind}_cc" for kind in ("lowbalance", "zerobalance", "auto_summary",
+                                     "auto_balance", "auto_cdr", "pending_trunk")]
     ),
     "mail_sender": ("id", "email"),
+    "daily_cdr_fields": ("id", "type", "label"),
     "system_parameter": (
-        "sys_timezone", "fromemail", "smtphost", "smtpport", "emailusername", "emailpassword",
-        "finance_email",
+        "sys_id", "sys_timezone", "fromemail", "smtphost", "smtpport", "emailusername",
+        "emailpassword", "smtp_secure", "finance_email",
     ),
     "email_log": (
         "id", "send_time", "client_id", "email_addresses", "files", "type", "email_res",
@@ -66,27 +77,31 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     ),
 }
 
-# table -> optional columns: used when present, their tags render empty when absent.
+# table -> optional columns: used when present, read as empty (their tags render empty)
+# when absent. Columns v5 never had (no_download_rate_cc, download_rate_notice_cc) are
+# not listed: a template part whose column is missing is read as empty, never an error.
 OPTIONAL: Mapping[str, tuple[str, ...]] = {
     "mail_tmplate": tuple(
-        [f"pending_trunk_{p}" for p in ("from", "subject", "content", "cc")]
-        + [f"hour_{p}_{h}" for h in (48, 24, 3, 1) for p in ("from", "subject", "content", "cc")]
+        f"hour_{p}_{h}" for h in (48, 24, 3, 1) for p in ("from", "subject", "content", "cc")
     ),
-    "mail_sender": ("smtp_host", "smtp_port", "username", "password", "secure"),
-    "system_parameter": ("smtp_secure",),
+    "mail_sender": ("smtp_host", "smtp_port", "username", "password", "secure", "name",
+                    "loginemail"),
+    "system_parameter": ("emailname", "loginemail", "noc_email", "system_admin_email",
+                         "switch_alias", "switch_ip"),
+    "client": ("noc_email",),
     "resource_ip": ("resource_id", "ip"),
     "resource_prefix": ("resource_id", "tech_prefix"),
 }
 
-# email_log.type codes the provider UI knows.
+# email_log.type codes the v5 UI names (PROVIDER_DB.md, email_log).
 EMAIL_TYPE = {
     "low_balance": 1,
-    "zero_balance": 1,
+    "zero_balance": 4,
     "usage_summary": 2,
     "balance_summary": 8,
     "cdr_delivery": 5,
-    "trunk_pending": 35,
-    "trunk_suspended": 35,
+    "trunk_pending": 36,
+    "trunk_suspended": 36,
 }
 
 

@@ -171,7 +171,7 @@ def _outcome(row: outbox.Claimed, result: smtp.SendResult, settings: Settings,
 
 
 def _load_system(cur: db.Cursor) -> dict:
-    cur.execute("SELECT * FROM system_parameter LIMIT 1")
+    cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
     return dict(cur.fetchone() or {})
 
 

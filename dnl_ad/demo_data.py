@@ -9,14 +9,19 @@ What a client gets is a pure function of its number, so a bench or a test can sa
 
     i % 50 == 0   under the low-balance threshold      (2 %)
     i % 100 == 1  at or below zero / the credit limit   (1 %)
-    i % 997 == 0  NULL balance
+    i % 997 == 0  no c4_client_balance row (balance unknown)
     i % 31 == 0   no client_low_balance_config row
-    i % 20 == 0   trunk whose rate deck is due in 20 h  (pending-suspension notice)
-    i % 20 == 1   trunk whose rate deck deadline passed (suspension)
-    i % 20 == 2   rate deck due in 40 h (the 48-hour warning, whose template is filled in)
+    i % 20 == 0   trunk whose rate deck is due today (pending-suspension notice)
+    i % 20 == 1   trunk whose rate deck deadline passed yesterday (suspension)
+    i % 20 == 2   rate deck due tomorrow (the 48-hour warning, whose template is filled in)
     i % 20 == 3   rate deck downloaded (nothing)
     i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
     i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
+
+Settings are stored as the v5 UI stores them (PROVIDER_DB.md): the low-balance checkbox is
+client.is_daily_balance_notification, low_balance_notice is false as every v5 form writes
+it, rate sends are link sends (status 5) with a deadline date. The same data loads into
+the project's provider subset and into the real v5 schema.
 """
 
 from __future__ import annotations
@@ -88,20 +93,23 @@ def _client_rows(n: int) -> Iterable[tuple[Any, ...]]:
         reports = i % 5 == 0
         yield (
             i, f"client{i:06d}", COMPANIES[i % len(COMPANIES)], i % 41 != 0,
-            2 if postpay else 1, -limit, i % 50 == 7, 1 + i % len(PAYMENT_TERMS),
-            _emails(i), i % 10 != 9, (-limit * Decimal("0.8")) if postpay else None,
-            i % 10 != 8, 0, reports, i % 15 == 0, 0 if i % 4 else None,
-            zone, None if zone else ("+0800" if i % 2 else None),
-            reports, reports,
+            2 if postpay else 1, 1 + i % 2, -limit, i % 50 == 7, 1 + i % len(PAYMENT_TERMS),
+            _emails(i), f"main{i}@client{i}.example", i % 10 != 9, False,
+            (-limit * Decimal("0.8")) if postpay else None,
+            i % 10 != 8, 0, reports, 1 if i % 15 == 0 else 0, 0 if i % 4 else None,
+            zone or "+00:00", None if zone else ("+0800" if i % 2 else None),
+            reports, reports, i % 3, 0,
         )
 
 
 _CLIENT_COLUMNS = (
-    "client_id", "name", "company", "status", "mode", "allowed_credit", "unlimited_credit",
-    "payment_term_id", "billing_email", "low_balance_notice", "notify_client_balance",
+    "client_id", "name", "company", "status", "mode", "currency_id", "allowed_credit",
+    "unlimited_credit", "payment_term_id", "billing_email", "email",
+    "is_daily_balance_notification", "low_balance_notice", "notify_client_balance",
     "zero_balance_notice", "zero_balance_notice_time", "is_auto_summary",
     "auto_summary_not_zero", "auto_summary_hour", "auto_send_zone",
-    "daily_balance_send_time_zone", "is_daily_balance_notification", "daily_cdr_generation",
+    "daily_balance_send_time_zone", "is_auto_balance", "daily_cdr_generation",
+    "daily_cdr_generation_type", "auto_daily_balance_recipient",
 )
 
 
@@ -123,8 +131,9 @@ def _low_config_rows(n: int) -> Iterable[tuple[Any, ...]]:
         if i % 31 == 0:
             continue
         percentage = i % 3 == 0 and i % 6 == 0
-        yield (i, 1 if percentage else 0, 100 if i % 3 else None, 20 if percentage else None,
-               3 if i % 7 == 0 else None)
+        yield (i, 1 if percentage else 0, 100 if not percentage else None,
+               20 if percentage else None, 3 if i % 7 == 0 else None, 1 if i % 11 else 2,
+               8 if i % 13 == 0 else None)
 
 
 def _trunk_rows(n: int) -> Iterable[tuple[Any, ...]]:
@@ -137,25 +146,25 @@ def _trunk_rows(n: int) -> Iterable[tuple[Any, ...]]:
             yield (2 * i, i, f"client{i:06d}-out", True, False, True)
 
 
-_RATE_SENDS = {  # log id -> (file, deadline offset from now)
-    1: ("rates_a_z_2026.csv", dt.timedelta(hours=20)),
-    2: ("rates_premium.csv", dt.timedelta(hours=-1)),
-    3: ("rates_weekly.csv", dt.timedelta(hours=40)),
-    4: ("rates_downloaded.csv", dt.timedelta(hours=10)),
-    5: ("rates_old.csv", dt.timedelta(hours=-5)),
-    6: ("rates_new.csv", dt.timedelta(days=10)),
+_RATE_SENDS = {  # log id -> (file, deadline date offset from today (UTC), send status)
+    1: ("https://portal.carrier.example/rates/rates_a_z_2026.csv", 0, 5),
+    2: ("https://portal.carrier.example/rates/rates_premium.csv", -1, 5),
+    3: ("https://portal.carrier.example/rates/rates_weekly.csv", 1, 5),
+    4: ("https://portal.carrier.example/rates/rates_downloaded.csv", 0, 4),
+    5: ("https://portal.carrier.example/rates/rates_old.csv", -1, 5),
+    6: ("https://portal.carrier.example/rates/rates_new.csv", 10, 5),
 }
 
 
 def _rate_detail_rows(n: int) -> Iterable[tuple[Any, ...]]:
-    """(id, log_id, resource_id, status, download_date) by client number."""
+    """(id, log_id, resource_id, status, download_date, send_to) by client number."""
     detail_id = 0
     for i in range(1, n + 1):
         kind = i % 20
         logs = {0: [1], 1: [2], 2: [3], 3: [4], 4: [5, 6]}.get(kind, [])
         for log_id in logs:
             detail_id += 1
-            yield (detail_id, log_id, 2 * i - 1, True, None)
+            yield (detail_id, log_id, 2 * i - 1, 1, None, f"rates{i}@client{i}.example")
 
 
 def _mail_template() -> dict[str, Any]:
@@ -197,20 +206,28 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     `seed` varies the traffic pattern; everything else follows the client number.
     """
     now = now.astimezone(dt.timezone.utc)
-    _copy(cur, "payment_term", ("payment_term_id", "name"),
-          ((k, name) for k, name in enumerate(PAYMENT_TERMS, start=1)))
+    today = now.date()
+    v5 = _is_v5(cur)
+    _copy(cur, "currency", ("currency_id", "code"), [(1, "USD"), (2, "EUR")])
+    _copy(cur, "payment_term", ("payment_term_id", "name", "type", "days"),
+          ((k, name, 1, 7 * k) for k, name in enumerate(PAYMENT_TERMS, start=1)))
     _copy(cur, "system_parameter",
-          ("sys_timezone", "fromemail", "smtphost", "smtpport", "finance_email"),
-          [("+0800", "billing@carrier.example", "127.0.0.1", 25, "finance@carrier.example")])
-    _copy(cur, "mail_sender", ("id", "email"), [(1, "alerts@carrier.example")])
+          ("sys_id", "sys_timezone", "fromemail", "emailname", "smtphost", "smtpport",
+           "smtp_secure", "loginemail", "finance_email", "noc_email", "switch_alias",
+           "switch_ip"),
+          [(1, "+0800", "billing@carrier.example", "Carrier Billing", "127.0.0.1", "25", 0,
+            "false", "finance@carrier.example", "noc@carrier.example", "Carrier Switch",
+            "203.0.113.10")])
+    _copy(cur, "mail_sender", ("id", "email", "name", "secure"),
+          [(1, "alerts@carrier.example", "Carrier Alerts", 0)])
     template = _mail_template()
     _copy(cur, "mail_tmplate", tuple(template), [tuple(template.values())])
     clients = _copy(cur, "client", _CLIENT_COLUMNS, _client_rows(n_clients))
     _copy(cur, "c4_client_balance", ("client_id", "balance"),
-          ((str(i), _balance(i)) for i in range(1, n_clients + 1)))
+          ((str(i), _balance(i)) for i in range(1, n_clients + 1) if _balance(i) is not None))
     _copy(cur, "client_low_balance_config",
           ("client_id", "value_type", "actual_notify_balance", "percentage_notify_balance",
-           "duplicate_days"), _low_config_rows(n_clients))
+           "duplicate_days", "send_to", "daily_send_time"), _low_config_rows(n_clients))
     trunks = _copy(cur, "resource",
                    ("resource_id", "client_id", "alias", "active", "ingress", "egress"),
                    _trunk_rows(n_clients))
@@ -219,21 +236,32 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
            for i in range(1, n_clients + 1)))
     _copy(cur, "resource_prefix", ("resource_id", "tech_prefix"),
           ((2 * i - 1, f"{i % 9000 + 1000}#") for i in range(1, n_clients + 1) if i % 2))
-    _copy(cur, "rate_send_log", ("id", "file", "download_deadline", "is_email_alert",
-                                 "create_time"),
-          ((k, f, now + off, True, now + off - dt.timedelta(days=3))
-           for k, (f, off) in _RATE_SENDS.items()))
+    send_columns = ["id", "status", "file", "effective_date", "download_deadline",
+                    "download_method", "is_email_alert", "is_disable", "create_time"]
+    extra: tuple[Any, ...] = ()
+    if v5:  # NOT NULL there; dnl_ad never reads them
+        send_columns += ["rate_table_id", "format", "email_template_id"]
+        extra = (1, 1, 1)
+    _copy(cur, "rate_send_log", send_columns,
+          ((k, status, f, str(today + dt.timedelta(days=off)), today + dt.timedelta(days=off),
+            2, True, True, now - dt.timedelta(days=3), *extra)
+           for k, (f, off, status) in _RATE_SENDS.items()))
     details = _copy(cur, "rate_send_log_detail",
-                    ("id", "log_id", "resource_id", "status", "download_date"),
+                    ("id", "log_id", "resource_id", "status", "download_date", "send_to"),
                     _rate_detail_rows(n_clients))
-    # Deck 4 was downloaded by every trunk it went to.
-    cur.execute("UPDATE rate_send_log_detail SET download_date = %s WHERE log_id = 4",
+    # Deck 4 was downloaded by every trunk it went to, as the UI records a download.
+    cur.execute("UPDATE rate_send_log_detail SET status = 3, download_date = %s "
+                "WHERE log_id = 4", (today,))
+    cur.execute("INSERT INTO rate_download_log (resource_id, file_path, download_time, "
+                "download_ip, log_detail_id) SELECT resource_id, 'rates_downloaded.csv', %s, "
+                "'198.51.100.7', log_id FROM rate_send_log_detail WHERE log_id = 4",
                 (now - dt.timedelta(hours=2),))
-    traffic = _traffic(cur, n_clients, now, traffic_hours, seed)
+    traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
-                          ("payment_term", "payment_term_id"), ("mail_sender", "id")):
+                          ("payment_term", "payment_term_id"), ("mail_sender", "id"),
+                          ("currency", "currency_id")):
         cur.execute(
             sql.SQL("SELECT setval(pg_get_serial_sequence(%s, %s), "
                     "(SELECT coalesce(max({}), 1) FROM {}))").format(
@@ -243,7 +271,14 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     return Generated(clients, trunks, details, traffic)
 
 
-def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed: int) -> int:
+def _is_v5(cur: db.Cursor) -> bool:
+    """The real v5 schema (its change-feed tables exist) rather than the subset."""
+    cur.execute("SELECT to_regclass('public.client_record') IS NOT NULL AS v5")
+    return bool(cur.fetchone()["v5"])
+
+
+def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed: int, *,
+             partitions: bool = True) -> int:
     """Hourly rows for every fifth client over the last `hours` (+ a day of slack, so that
     every zone's previous local day is covered): client i buys from its ingress trunk and
     sells through client i+5's egress trunk (the last wraps to client 5), so each
@@ -251,7 +286,7 @@ def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed:
     end = now.replace(minute=0, second=0, microsecond=0)
     start = end - dt.timedelta(hours=hours + 24)
     day = start.date()
-    while day <= end.date():
+    while partitions and day <= end.date():  # v5: rows without a daily child stay in the parent
         db.ensure_cdr_partition(cur, day)
         day += dt.timedelta(days=1)
     cur.execute(
@@ -289,7 +324,7 @@ def _history(cur: db.Cursor, now: dt.datetime) -> None:
         JOIN c4_client_balance b ON b.client_id = c.client_id::text
         CROSS JOIN generate_series(1, 3) AS k
         CROSS JOIN LATERAL (SELECT (%s::date - k) AS d) AS dd
-        WHERE c.is_daily_balance_notification
+        WHERE c.is_auto_balance
         """,
         (now.date(),),
     )

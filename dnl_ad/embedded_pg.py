@@ -114,3 +114,84 @@ def build_provider_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad
     dsn = dsn_for(admin_dsn, name)
     load_provider_schema(dsn, own_schema)
     return dsn
+
+
+# --- the real DNL v5 schema (shared/dnl_v5), the target of every alert
+
+V5_ENV = "DNL_AD_V5_SCHEMA"
+V5_REQUIRED_TABLES = ("client", "c4_client_balance", "mail_tmplate", "system_parameter")
+# The dump uses two extensions a stock PostgreSQL lacks; stubbed as text domains, their own
+# CREATE TYPE/FUNCTION statements then fail harmlessly (shared/dnl_v5/README.md).
+_V5_STUBS = ("prefix_range", "ip4r", "ip4")
+
+
+def v5_schema_file() -> Path:
+    """The gzipped v5 dump: $DNL_AD_V5_SCHEMA, else ../shared/dnl_v5 beside the checkout."""
+    import os
+
+    given = os.environ.get(V5_ENV)
+    if given:
+        return Path(given)
+    repo = Path(__file__).resolve().parent.parent
+    return repo.parent / "shared" / "dnl_v5" / "class4_v5_schema.sql.gz"
+
+
+def _psql() -> str:
+    """pgserver's own psql (same version as the server), else the one on PATH."""
+    import shutil
+
+    try:
+        import pgserver
+
+        bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:
+        pass
+    found = shutil.which("psql")
+    if not found:
+        raise RuntimeError("psql is needed to load the v5 schema: install the pgserver wheel "
+                           "or a PostgreSQL client")
+    return found
+
+
+def load_v5_schema(dsn: str, own_schema: str = "dnl_ad", dump: Path | None = None) -> None:
+    """Load the real v5 dump as its README says, then dnl_ad's own migrations.
+
+    Errors the dump's README expects (the stubbed extension types, pgagent, roles) are
+    ignored; the load fails only when the tables dnl_ad needs did not come out of it.
+    """
+    import gzip
+
+    dump = dump or v5_schema_file()
+    conn = db.connect(dsn, autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            for name in _V5_STUBS:
+                cur.execute(sql.SQL("CREATE DOMAIN public.{} AS text").format(
+                    sql.Identifier(name)))
+        text = gzip.decompress(dump.read_bytes())
+        proc = subprocess.run([_psql(), "-q", "-X", "-d", dsn, "-f", "-"], input=text,
+                              capture_output=True, check=False)
+        with conn.cursor() as cur:
+            cur.execute("SELECT array_agg(t) AS missing FROM unnest(%s::text[]) t "
+                        "WHERE to_regclass('public.' || t) IS NULL", (list(V5_REQUIRED_TABLES),))
+            missing = cur.fetchone()["missing"]
+        if missing:
+            tail = proc.stderr.decode("utf-8", "replace").splitlines()[-5:]
+            raise RuntimeError(f"the v5 dump {dump} did not create {missing}: {tail}")
+        conn.autocommit = False
+        with conn.cursor() as cur:
+            migrations.migrate(cur, own_schema)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def build_v5_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad") -> str:
+    """A new database holding the real v5 schema and the own schema; returns its DSN."""
+    drop_database(admin_dsn, name)
+    create_database(admin_dsn, name)
+    dsn = dsn_for(admin_dsn, name)
+    load_v5_schema(dsn, own_schema)
+    return dsn

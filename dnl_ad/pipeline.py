@@ -9,6 +9,7 @@ file instead and the caller's unit of work rolls back (db.unit_of_work).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,15 +43,37 @@ class Pipeline:
         """The system_parameter row (sys_timezone, finance_email, fromemail, ...)."""
         return self.mail_config.system
 
+    def with_common_tags(self, notice: Notice) -> Notice:
+        """The notice with the tags every template may use, from system_parameter (the
+        switch's name and address, the operator's NOC), unless the alert set them."""
+        system = self.system
+        common = {
+            "switch_alias": str(system.get("switch_alias") or ""),
+            "switch_ip": str(system.get("switch_ip") or ""),
+            "noc_email": str(system.get("noc_email") or ""),
+            "currency": "",
+        }
+        return dataclasses.replace(notice, context={**common, **notice.context})
+
     def queue(self, cur: Cursor, notice: Notice) -> bool:
         """Render and enqueue one notice. True when newly queued (or dry-run written);
         False when its dedupe key was already in the outbox.
 
         A notice without a valid recipient (or sender) is still recorded, as failed with
-        its email_log row, so the operator sees it; it counts in `failed`.
+        its email_log row, so the operator sees it; it counts in `failed`. So is a notice
+        whose data holds a bad amount (NaN, infinite, >= 1e15): never sent, one log line
+        naming the client and the tag, once (its dedupe key is then taken).
         """
-        rendered = mail_render.render_notice(notice, self.mail_config)
+        notice = self.with_common_tags(notice)
+        try:
+            rendered = mail_render.render_notice(notice, self.mail_config)
+            bad_data = ""
+        except mail_render.BadAmount as exc:
+            rendered = mail_render.unrendered(notice, self.mail_config)
+            bad_data = f"bad data: {exc}"
         mail = mail_message.build(notice, rendered, self.mail_config)
+        if bad_data:
+            mail = dataclasses.replace(mail, error=bad_data)
         who = ", ".join(mail.recipients) or "(nobody)"
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))

@@ -271,7 +271,9 @@ class Loop:
 def _sweep_job(loop: Loop, spec: AlertSpec) -> Callable[[dt.datetime], Any]:
     def run(now: dt.datetime) -> Any:
         started = time.monotonic()
-        result = spec.sweep_function()(loop.database, now, loop.settings)
+        # a sweep that waits on outside services (the CDR API) wakes on SIGTERM
+        extra = {"stop": loop.wakeup} if spec.stoppable else {}
+        result = spec.sweep_function()(loop.database, now, loop.settings, **extra)
         busy = result.queued or result.skipped or result.state_changes
         log.log(logging.INFO if busy else logging.DEBUG,
                 "%s: %d queued, %d already queued, %d skipped, %d state changes (%.2f s)",

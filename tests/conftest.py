@@ -26,6 +26,7 @@ from dnl_ad.config import Settings
 from dnl_ad.embedded_pg import (
     EmbeddedPostgres,
     build_provider_database,
+    build_v5_database,
     create_database,
     drop_database,
     dsn_for,
@@ -74,6 +75,47 @@ def dsn(admin_dsn: str, template_db: str) -> Iterator[str]:
     drop_database(admin_dsn, name)
 
 
+@pytest.fixture(scope="session")
+def v5_template_db(admin_dsn: str) -> Iterator[str]:
+    """Name of the session's template database holding the REAL DNL v5 schema
+    (../shared/dnl_v5, loaded as its README says) plus dnl_ad's migrated schema."""
+    name = f"dnl_ad_v5tpl_{os.getpid()}"
+    build_v5_database(admin_dsn, name)
+    yield name
+    drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def v5_dsn(admin_dsn: str, v5_template_db: str) -> Iterator[str]:
+    """DSN of a fresh clone of the v5 template for this test."""
+    name = f"dnl_ad_v5_{os.getpid()}_{next(_counter)}"
+    create_database(admin_dsn, name, template=v5_template_db)
+    yield dsn_for(admin_dsn, name)
+    drop_database(admin_dsn, name)
+
+
+@pytest.fixture
+def v5_conn(v5_dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    c = db.connect(v5_dsn, autocommit=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def v5_database(v5_dsn: str) -> Iterator[db.Database]:
+    d = db.Database(v5_dsn, min_backoff=0.05, max_backoff=0.2)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def v5_settings(settings: Settings, v5_dsn: str) -> Settings:
+    """The test settings pointed at the v5 database."""
+    import dataclasses
+
+    return dataclasses.replace(settings, connection_string=v5_dsn)
+
+
 @pytest.fixture
 def conn(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     """An autocommit connection for arranging and inspecting test data."""
@@ -111,6 +153,8 @@ def settings(dsn: str, smtp: SmtpSink, tmp_path: Path) -> Settings:
         retry_base_seconds=1,
         retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
+        # the send-hour tests read exact instants; the settle delay has tests of its own
+        report_settle_minutes=0,
     )
 
 

@@ -1,13 +1,10 @@
 """Helpers shared by the daily-report tests (alerts 3-5): tag templates, outbox reading,
-money parsing, and a real HTTP server on loopback playing the DNL CDR export API."""
+money parsing. (The CDR API server is tests/cdr_api_server.py.)"""
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dnl_ad.mail.render import KNOWN_TAGS
@@ -52,91 +49,3 @@ def money(text: str) -> Decimal:
     if t.startswith("(") and t.endswith(")"):
         return -Decimal(t[1:-1])
     return Decimal(t)
-
-
-class FakeCdrApi:
-    """A real HTTP server on 127.0.0.1 answering like the CDR export API (see cdr_api).
-
-    mode: "ok" (pending `pending_polls` times, then ready), "slow" (holds every answer
-    until released), "error" (HTTP `error_code` to the export request), "garbage" (not
-    JSON), "pending" (never ready), "no_token" (token answer without a token).
-    """
-
-    def __init__(self, mode: str = "ok", *, pending_polls: int = 1, error_code: int = 500) -> None:
-        self.mode = mode
-        self.pending_polls = pending_polls
-        self.error_code = error_code
-        self.requests: list[dict[str, Any]] = []
-        self.release = threading.Event()
-        self.lock = threading.Lock()
-        self.polls = 0
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def _answer(self, code: int, body: Any) -> None:
-                if api.mode == "slow":
-                    api.release.wait(10)
-                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(raw)))
-                    self.end_headers()
-                    self.wfile.write(raw)
-                except OSError:
-                    pass  # the client gave up (timeout): nothing to answer
-
-            def _record(self, body: Any) -> None:
-                with api.lock:
-                    api.requests.append({"method": self.command, "path": self.path,
-                                         "auth": self.headers.get("Authorization"),
-                                         "body": body})
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"null")
-                self._record(body)
-                if self.path == "/api/auth/token":
-                    if api.mode == "no_token":
-                        self._answer(200, {"error": "no"})
-                    else:
-                        self._answer(200, {"token": "sekret-token-123"})
-                elif self.path == "/api/cdr/export":
-                    if api.mode == "error":
-                        self._answer(api.error_code, {"error": "boom"})
-                    elif api.mode == "garbage":
-                        self._answer(200, b"<html>oops</html>")
-                    else:
-                        self._answer(200, {"request_id": f"req-{body['trunk_id']}"})
-                else:
-                    self._answer(404, {"error": "no such path"})
-
-            def do_GET(self) -> None:
-                self._record(None)
-                request_id = self.path.rsplit("/", 1)[-1]
-                with api.lock:
-                    api.polls += 1
-                    polls = sum(1 for r in api.requests if r["path"] == self.path)
-                if api.mode == "pending" or polls <= api.pending_polls:
-                    self._answer(200, {"status": "pending"})
-                else:
-                    self._answer(200, {"status": "ready", "download_url":
-                                       f"https://cdr.carrier.example/files/{request_id}.csv"})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-
-    def __enter__(self) -> FakeCdrApi:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()

@@ -23,7 +23,7 @@ def _setup(conn) -> None:
 
 def _client(conn, name: str, **values):
     defaults = {"auto_send_zone": "+08:00", "auto_summary_hour": 6,
-                "is_daily_balance_notification": True, "billing_email": f"{name}@client.example"}
+                "is_auto_balance": True, "billing_email": f"{name}@client.example"}
     return f.client(conn, name=name, company=f"{name} Co", **{**defaults, **values})
 
 
@@ -71,7 +71,7 @@ def test_balances_amounts_and_credit(conn, database, settings) -> None:
     assert t["current_day"] == "2026-11-20"
     assert t["current_time"] == "2026-11-21 06:30:00"  # now, in the client's zone
     assert t["customer_gmt"] == "GMT+08:00"
-    assert t["switch_alias"] == "acme-1"
+    assert t["switch_alias"] == ""  # system_parameter.switch_alias, not a trunk alias
     assert (t["company_name"], t["client_name"]) == ("acme Co", "acme")
 
 
@@ -108,10 +108,10 @@ def test_missing_history_is_mailed_as_unknown_with_a_warning(conn, database, set
 def test_due_only_at_the_send_hour_and_once(conn, database, settings) -> None:
     _setup(conn)
     settings = settings.replace(catchup_hours=2)
-    # An unusable auto_send_zone falls back to daily_balance_send_time_zone (+08:00):
-    # 07:00 there is 23:00 UTC.
-    c = _client(conn, "hourly", auto_summary_hour=7, auto_send_zone="Mars/Olympus",
-                daily_balance_send_time_zone="+08:00")
+    # The balance summary's own send time (Mass Edit) wins over the shared send hour:
+    # 07:00 at +08:00 is 23:00 UTC.
+    c = _client(conn, "hourly", auto_summary_hour=3, auto_send_zone="Mars/Olympus",
+                daily_balance_send_time=dt.time(7, 0), daily_balance_send_time_zone="+08:00")
     f.client(conn, name="disabled", auto_send_zone="+08:00")  # flag off
     assert balance_summary.sweep(database, utc(2026, 11, 20, 22, 59), settings).queued == 0
     assert balance_summary.sweep(database, utc(2026, 11, 20, 23, 0), settings).queued == 1

@@ -41,10 +41,16 @@ RETRY_BASE_SECONDS = 10
 RETRY_MAX_SECONDS = 100
 CATCHUP_HOURS = 6
 SUSPEND_GRACE_MINUTES = 15
+SUSPEND_MAX_OVERDUE_DAYS = 7
+REPORT_SETTLE_MINUTES = 45
+OWNER_BILLING_EMAIL = owner@carrier.example
 DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
 OWN_SCHEMA = Alerts_Own
 TEMPLATE_DIR = /opt/tpl
+CDR_API_HOST = cdr.switch.example
+CDR_API_TOKEN_PORT = 18887
+CDR_API_EXPORT_PORT = 18889
 CDR_API_URL = http://127.0.0.1:9000/api
 CDR_API_USER = apiuser
 CDR_API_PASSWORD = apipass
@@ -86,12 +92,16 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.delivery_seconds, s.delivery_batch) == (2, 50)
     assert (s.max_attempts, s.retry_base_seconds, s.retry_max_seconds) == (4, 10, 100)
     assert (s.catchup_hours, s.suspend_grace_minutes) == (6, 15)
+    assert (s.suspend_max_overdue_days, s.owner_billing_email) == (7, "owner@carrier.example")
+    assert s.report_settle_minutes == 45
     assert s.dry_run is True and s.dry_run_dir == "/tmp/dry"
     assert s.own_schema == "alerts_own"
     assert s.template_dir == "/opt/tpl"
     assert (s.cdr_api_url, s.cdr_api_user, s.cdr_api_password) == (
         "http://127.0.0.1:9000/api", "apiuser", "apipass")
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
+    assert (s.cdr_api_host, s.cdr_api_token_port, s.cdr_api_export_port) == (
+        "cdr.switch.example", 18887, 18889)
     assert (s.delivery_max_age_hours, s.smtp_backoff_max_seconds, s.smtp_allow_plain_auth,
             s.smtp_ca_file, s.smtp_helo_name, s.max_recipients, s.reply_to) == (
         48, 120, True, "/etc/ssl/private-ca.pem", "mail.carrier.example", 20,

@@ -74,7 +74,7 @@ def test_5xx_fails_with_the_server_reply_in_email_log(database, settings, conn, 
     assert row["status"] == "failed" and row["failed_addrs"] == ["gone@x.example"]
     [log] = email_log(conn)
     assert log["status"] == 1 and "550 5.1.1 no such user here" in log["error"]
-    assert (log["client_id"], log["type"], log["alert_rule"]) == (9, 1, "zero_balance test rule")
+    assert (log["client_id"], log["type"], log["alert_rule"]) == (9, 4, "zero_balance test rule")
     assert log["email_addresses"] == "gone@x.example" and log["subject"].startswith("Zero")
     assert "Zero balance alert" in log["content"]
     assert delivery.deliver(database, settings, now=NOW + 3600 * S).total == 0

@@ -17,7 +17,9 @@ def test_generator_variety(conn) -> None:
     clients = rows(conn, "SELECT * FROM client")
     assert {c["mode"] for c in clients} == {1, 2}
     zones = {c["auto_send_zone"] for c in clients}
-    assert {"+08:00", "+0800", "+05:45", "-03:30", "+14:00", "Asia/Hong_Kong", None} <= zones
+    assert {"+08:00", "+0800", "+05:45", "-03:30", "+14:00", "Asia/Hong_Kong", "+00:00"} <= zones
+    assert not any(c["low_balance_notice"] for c in clients)  # as every v5 form writes it
+    assert {c["currency_id"] for c in clients} == {1, 2}
     for zone in zones - {None}:
         assert clock.parse_zone(zone) is not None
     emails = [c["billing_email"] or "" for c in clients]
@@ -40,11 +42,13 @@ def test_generator_variety(conn) -> None:
 
     trunks = rows(conn, "SELECT * FROM resource")
     assert any("'" in t["alias"] and '"' in t["alias"] for t in trunks)
-    deadlines = rows(conn, "SELECT l.download_deadline AS d, d.download_date AS dl "
-                     "FROM rate_send_log_detail d JOIN rate_send_log l ON l.id = d.log_id")
-    hours = {round((r["d"] - NOW).total_seconds() / 3600) for r in deadlines}
-    assert {20, -1, 40, 10, -5, 240} <= hours
-    assert any(r["dl"] is not None for r in deadlines)
+    deadlines = rows(conn, "SELECT l.download_deadline AS d, d.download_date AS dl, "
+                     "l.status FROM rate_send_log_detail d JOIN rate_send_log l "
+                     "ON l.id = d.log_id")
+    days = {(r["d"] - NOW.date()).days for r in deadlines}
+    assert {0, -1, 1, 10} <= days
+    assert any(r["dl"] is not None and r["status"] == 4 for r in deadlines)
+    assert rows(conn, "SELECT count(*) AS n FROM rate_download_log")[0]["n"] > 0
 
     span = rows(conn, "SELECT min(report_time) AS lo, max(report_time) AS hi, count(*) AS n, "
                 "count(DISTINCT tableoid) AS parts FROM cdr_report_detail")[0]

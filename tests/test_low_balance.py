@@ -37,11 +37,12 @@ def provider(conn, client_id: int) -> dict[str, Any]:
                   "WHERE c.client_id = %s", (client_id,))[0]
 
 
-PREPAY = {"mode": 1, "low_balance_notice": True}
-POSTPAY = {"mode": 2, "low_balance_notice": True, "allowed_credit": -500,
+PREPAY = {"mode": 1, "is_daily_balance_notification": True}
+POSTPAY = {"mode": 2, "is_daily_balance_notification": True, "allowed_credit": -500,
            "notify_client_balance": 100}
-PCT = {"mode": 2, "low_balance_notice": True, "allowed_credit": -1000}
+PCT = {"mode": 2, "is_daily_balance_notification": True, "allowed_credit": -1000}
 AMOUNT_50 = {"value_type": 0, "actual_notify_balance": 50}
+AMOUNT_100 = {"value_type": 0, "actual_notify_balance": 100}
 PCT_10 = {"value_type": 1, "percentage_notify_balance": 10}  # threshold: balance <= -900
 
 # (case id, client columns, client_low_balance_config or None, balance,
@@ -51,29 +52,39 @@ CASES = [
     ("prepay amount, above", PREPAY, AMOUNT_50, 50.01, "none", None, None),
     ("prepay amount, exactly at threshold", PREPAY, AMOUNT_50, 50.0, "queued", None, None),
     ("prepay amount, negative balance", PREPAY, AMOUNT_50, -20.0, "queued", None, None),
-    ("postpay amount, below", POSTPAY, {"value_type": 0}, 99.99, "queued", None, None),
-    ("postpay amount, above", POSTPAY, {"value_type": 0}, 100.01, "none", None, None),
-    ("postpay amount, exactly at", POSTPAY, {"value_type": 0}, 100.0, "queued", None, None),
-    ("postpay amount ignores prepay column", POSTPAY,
-     {"value_type": 0, "actual_notify_balance": 1000}, 150.0, "none", None, None),
+    ("postpay amount, below", POSTPAY, AMOUNT_100, 99.99, "queued", None, None),
+    ("postpay amount, above", POSTPAY, AMOUNT_100, 100.01, "none", None, None),
+    ("postpay amount, exactly at", POSTPAY, AMOUNT_100, 100.0, "queued", None, None),
+    ("config row wins over the legacy column", POSTPAY,
+     {"value_type": 0, "actual_notify_balance": 20}, 50.0, "none", None, None),
+    ("NULL value_type is amount mode", PREPAY,
+     {"value_type": None, "actual_notify_balance": 50}, 10.0, "queued", None, None),
+    ("Mass Edit is_notify alone enables it", {"mode": 1},
+     {"is_notify": True, "value_type": 0, "actual_notify_balance": 50}, 10.0, "queued",
+     None, None),
+    ("low_balance_notice is not a setting", {"mode": 1, "low_balance_notice": True},
+     AMOUNT_50, 10.0, "none", None, None),
+    ("percentage mode on a prepaid client", PREPAY, PCT_10, -950.0, "skipped", None,
+     "needs a postpaid credit limit"),
     ("percentage, below", PCT, PCT_10, -950.0, "queued", None, None),
     ("percentage, above", PCT, PCT_10, -899.99, "none", None, None),
     ("percentage, exactly at", PCT, PCT_10, -900.0, "queued", None, None),
     ("inactive client", {**PREPAY, "status": False}, AMOUNT_50, 10.0, "none", None, None),
-    ("notice flag off", {**PREPAY, "low_balance_notice": False}, AMOUNT_50, 10.0, "none",
+    ("notice flag off", {**PREPAY, "is_daily_balance_notification": False}, AMOUNT_50, 10.0, "none",
      None, None),
     ("unlimited credit", {**PREPAY, "unlimited_credit": True}, AMOUNT_50, 10.0, "none",
      None, None),
     ("postpay, no config row: value mode", POSTPAY, None, 50.0, "queued", None, None),
-    ("prepay, no config row: no threshold", PREPAY, None, 10.0, "skipped", None,
-     "no client_low_balance_config row"),
+    ("no config row, legacy threshold NULL", {**PREPAY, "notify_client_balance": None},
+     None, 10.0, "skipped", None, "notify_client_balance is NULL"),
     ("NULL threshold", PREPAY, {"value_type": 0}, 10.0, "skipped", None,
-     "actual_notify_balance NULL"),
+     "actual_notify_balance is NULL"),
     ("percentage NULL", PCT, {"value_type": 1}, -950.0, "skipped", None,
      "percentage_notify_balance is NULL"),
-    ("NULL balance", PREPAY, AMOUNT_50, None, "skipped", None, "balance is NULL"),
+    ("no balance row", PREPAY, AMOUNT_50, None, "skipped", None,
+     "no c4_client_balance row"),
     ("NULL billing_email", {**PREPAY, "billing_email": None}, AMOUNT_50, 10.0, "skipped",
-     None, "billing_email is empty"),
+     None, "no recipient address"),
     ("invalid billing_email", {**PREPAY, "billing_email": "accounts at client"}, AMOUNT_50,
      10.0, "skipped", None, "holds no valid address"),
     ("several addresses", {**PREPAY, "billing_email": "a@client.example; b@client.example,"
@@ -123,7 +134,7 @@ def test_tags_have_the_right_values(conn, database, settings) -> None:
     f.system(conn, sys_timezone="+08:00")
     term = f.insert(conn, "payment_term", name="Net 15")
     c = f.client(conn, balance=-950.25, low_config=PCT_10, name="acme", company="Acme Ltd",
-                 payment_term_id=term["payment_term_id"], **PCT)
+                 payment_term_id=term["payment_term_id"], auto_send_zone=None, **PCT)
     f.update(conn, "mail_tmplate", {"id": 1}, lowbalance_subject="Low {company_name}",
              lowbalance_content=" | ".join(f"{t}=[{{{t}}}]" for t in TAGS))
     result = sweep(database, settings.replace(dry_run=True), now=utc(2026, 11, 21, 17, 5, 9))
@@ -250,7 +261,8 @@ def test_recovered_then_dropped_again_opens_a_new_episode(conn, database, settin
     assert provider(conn, cid)["last_lowbalance_time"] == utc(2026, 11, 21, 12)
 
 
-@pytest.mark.parametrize("change", [{"status": False}, {"low_balance_notice": False}])
+@pytest.mark.parametrize("change", [{"status": False},
+                                    {"is_daily_balance_notification": False}])
 def test_deactivation_closes_the_episode(conn, database, settings, change) -> None:
     f.system(conn)
     c = f.client(conn, balance=10.0, low_config=AMOUNT_50, **PREPAY)
@@ -332,7 +344,7 @@ def test_fine_clients_cost_no_python_work(conn, database, settings) -> None:
     due = f.client(conn, balance=1.0, low_config=AMOUNT_50, **PREPAY)
     with database.transaction() as cur:
         cur.execute(balance_common.sweep_query(low_balance.RULE, "dnl_ad"),
-                    {"kind": "low_balance", "now": NOW})
+                    {"kind": "low_balance", "now": NOW, "today": NOW.date()})
         rows = cur.fetchall()
     assert [(r["client_id"], r["action"]) for r in rows] == [(due["client_id"], "open")]
 

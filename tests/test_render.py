@@ -33,10 +33,41 @@ def test_known_tags_cover_every_kind() -> None:
     assert {render.TEMPLATE_KINDS[t] for t in TEMPLATE_FOR_KIND.values()} == set(KINDS.values())
 
 
+# Tags a default template need not show as such: the currency code stands beside each
+# amount (money filter), not on its own; a synonym (the same value under another name) or
+# a part of a value shown whole is shown once, under the first name.
+NOT_SHOWN_BY_DEFAULT = {"currency"}
+ONLY_WHERE_IT_MATTERS = {"switch_ip": {"trunk_pending"}}
+SYNONYMS = {
+    "low_balance": {"allow_credit", "payment_term", "current_date", "date", "time"},
+    "zero_balance": {"allow_credit", "payment_term", "current_date", "date", "time"},
+    "usage_summary": set(),
+    "balance_summary": {"beginning_of_day_balance", "beginning_of_day", "balance",
+                        "allowed_credit"},
+    "cdr_delivery": {"file_name", "share_link", "trunk_name"},   # all in download_link
+    "trunk_pending": {"download_deadline"},
+    "trunk_suspended": set(),
+}
+
+
 @pytest.mark.parametrize("kind", sorted(KINDS.values()))
-def test_every_tag_of_every_default_template_renders(kind: str) -> None:
+def test_every_tag_renders_in_an_operator_template(kind: str) -> None:
     tags = KNOWN_TAGS[kind]
     context = {tag: f"VALUE-OF-{tag}" for tag in tags}
+    template = TEMPLATE_FOR_KIND[kind]
+    cfg = config(**{f"{template}_subject": "S {client_name}",
+                    f"{template}_content": "".join(f"<p>{{{t}}}</p>" for t in tags)})
+    out = render_notice(notice(f"{kind}:1", kind=kind, template=template, **context), cfg)
+    assert out.source == "operator" and out.unknown_tags == ()
+    assert [t for t in tags if f"<p>VALUE-OF-{t}</p>" not in out.html] == []
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS.values()))
+def test_every_tag_of_every_default_template_renders(kind: str) -> None:
+    tags = [t for t in KNOWN_TAGS[kind] if t not in NOT_SHOWN_BY_DEFAULT | SYNONYMS[kind]
+            and kind in ONLY_WHERE_IT_MATTERS.get(t, {kind})]
+    context = {tag: f"https://x.example/VALUE-OF-{tag}" if "link" in tag or "url" in tag
+               else f"VALUE-OF-{tag}" for tag in tags}
     n = notice(f"{kind}:1", kind=kind, template=TEMPLATE_FOR_KIND[kind], **context)
     out = render_notice(n, config())
     assert out.source == "default"
@@ -51,10 +82,26 @@ def test_every_tag_of_every_default_template_renders(kind: str) -> None:
 @pytest.mark.parametrize(("value", "shown"), [
     (Decimal("12.5"), "12.50"), (Decimal("-12.5"), "(12.50)"), (Decimal("0"), "0.00"),
     (Decimal("-0.001"), "0.00"), (Decimal("1234567.005"), "1234567.01"),
-    (Decimal("-300"), "(300.00)"), (Decimal("NaN"), ""),
+    (Decimal("-300"), "(300.00)"), (Decimal("999999999999999.99"), "999999999999999.99"),
 ])
 def test_format_money(value: Decimal, shown: str) -> None:
     assert format_money(value) == shown
+
+
+@pytest.mark.parametrize("value", [Decimal("NaN"), Decimal("sNaN"), Decimal("Infinity"),
+                                   Decimal("-Infinity"), Decimal("1e15"), Decimal("-1e15"),
+                                   Decimal("1e24")])
+def test_format_money_refuses_what_is_no_amount(value: Decimal) -> None:
+    with pytest.raises(render.BadAmount):
+        format_money(value)
+
+
+def test_a_bad_amount_names_its_tag_and_is_not_rendered_by_any_template() -> None:
+    cfg = config(lowbalance_content="<p>{balance}</p>")
+    for c in (cfg, config()):
+        with pytest.raises(render.BadAmount) as err:
+            render_notice(notice(balance=Decimal("NaN")), c)
+        assert err.value.tag == "balance" and "tag balance is NaN" in str(err.value)
 
 
 def test_value_contract_in_html_and_text() -> None:

@@ -141,9 +141,7 @@ def test_implicit_tls_with_wrong_hostname_is_refused(database, settings, conn, c
 
 def test_settings_come_from_system_parameter_unless_the_ini_overrides(
         database, settings, conn, smtp) -> None:
-    from tests.smtp_v5 import v5_system
-
-    v5_system(conn, smtphost=smtp.host, smtpport=str(smtp.port), smtp_secure=0)
+    factories.system(conn, smtphost=smtp.host, smtpport=smtp.port, smtp_secure=0)
     queue(database, settings, [notice()])
     from_db = settings.replace(smtp_host="", smtp_port=0, smtp_security="")
     assert delivery.deliver(database, from_db, now=NOW).sent == 1

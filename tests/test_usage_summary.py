@@ -17,7 +17,7 @@ DAY = "2026-11-20"  # the report day (local) in every test
 
 
 def _setup(conn, sys_timezone: str = "+00:00") -> None:
-    f.system(conn, sys_timezone=sys_timezone)
+    f.system(conn, sys_timezone=sys_timezone, switch_alias="Carrier Switch")
     use_tag_template(conn, "auto_summary", "usage_summary")
 
 
@@ -149,7 +149,7 @@ def test_buy_and_sell_in_one_mail_and_one_sided_clients(conn, database, settings
     assert money(t["balance"]) == Decimal("150.25")
     assert money(t["credit_limit"]) == Decimal("300")
     assert money(t["remaining_credit"]) == Decimal("450.25")
-    assert t["switch_alias"] == "both-in,both-out"
+    assert t["switch_alias"] == "Carrier Switch"  # system_parameter.switch_alias
     assert t["company_name"] == "both Co"
 
     s = tags_of(conn, _key(seller))  # only sells (egress of the first row)
@@ -229,9 +229,9 @@ def test_outage_longer_than_catchup_hours_sends_only_the_recent_report(conn, dat
 
 def test_not_zero_flag_skips_days_without_billed_calls(conn, database, settings) -> None:
     _setup(conn)
-    quiet = _summary_client(conn, "quiet", "+08:00", 0, auto_summary_not_zero=True)
-    chatty = _summary_client(conn, "chatty", "+08:00", 0, auto_summary_not_zero=False)
-    seller = _summary_client(conn, "seller", "+08:00", 0, auto_summary_not_zero=True)
+    quiet = _summary_client(conn, "quiet", "+08:00", 0, auto_summary_not_zero=1)
+    chatty = _summary_client(conn, "chatty", "+08:00", 0, auto_summary_not_zero=0)
+    seller = _summary_client(conn, "seller", "+08:00", 0, auto_summary_not_zero=1)
     when = utc(2026, 11, 20, 1)
     for c in (quiet, chatty):  # attempts, none billed
         f.traffic(conn, report_time=when, ingress_client_id=c["client_id"],

@@ -50,10 +50,10 @@ CASES = [
     ("notice flag off", {**PREPAY, "zero_balance_notice": False}, -5.0, "none", None),
     ("low-balance flag alone is not enough",
      {"mode": 1, "low_balance_notice": True}, -5.0, "none", None),
-    ("NULL balance", PREPAY, None, "skipped", "balance is NULL"),
+    ("no balance row", PREPAY, None, "skipped", "no c4_client_balance row"),
     ("unknown mode", {**PREPAY, "mode": 3}, -5.0, "skipped", "unknown client.mode 3"),
     ("NULL billing_email", {**PREPAY, "billing_email": None}, -5.0, "skipped",
-     "billing_email is empty"),
+     "no recipient address"),
     ("invalid billing_email", {**PREPAY, "billing_email": "billing@"}, -5.0, "skipped",
      "holds no valid address"),
 ]
@@ -83,7 +83,7 @@ def test_case_table(conn, database, settings, caplog, columns, balance, expected
 
 def test_counter_counts_the_episode_and_resets_on_payment(conn, database, settings) -> None:
     f.system(conn, sys_timezone="+08:00")
-    c = f.client(conn, balance=-1.0, **PREPAY)
+    c = f.client(conn, balance=-1.0, auto_send_zone=None, **PREPAY)
     cid = c["client_id"]
     days = [utc(2026, 11, 21, 10), utc(2026, 11, 21, 15), utc(2026, 11, 21, 16),
             utc(2026, 11, 22, 16)]
@@ -112,7 +112,7 @@ def test_low_and_zero_episodes_are_independent(conn, database, settings) -> None
 
     f.system(conn)
     c = f.client(conn, balance=-1.0, low_config={"actual_notify_balance": 50},
-                 low_balance_notice=True, **PREPAY)
+                 is_daily_balance_notification=True, **PREPAY)
     kw = {"resolver": clock.ZoneResolver(), "complaints": balance_common.Complaints()}
     assert low_balance.sweep(database, NOW, settings, **kw).queued == 1
     assert zero_balance.sweep(database, NOW, settings, **kw).queued == 1
@@ -143,7 +143,7 @@ def test_episode_step_taken_by_another_daemon_is_not_repeated(conn, database, se
     try:
         with other.transaction() as cur:
             cur.execute(balance_common.sweep_query(zero_balance.RULE, "dnl_ad"),
-                        {"kind": "zero_balance", "now": NOW})
+                        {"kind": "zero_balance", "now": NOW, "today": NOW.date()})
             stale = cur.fetchone()
         assert sweep(database, settings).queued == 1
         # the other daemon acts on its stale row: the claim finds the episode taken

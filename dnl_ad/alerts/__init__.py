@@ -42,6 +42,7 @@ class AlertSpec:
     title: str
     module: str
     cadence_setting: str  # Settings field holding its period in seconds
+    stoppable: bool = False  # its sweep takes `stop=` (a Wakeup) and ends early on a stop request
 
     def sweep_function(self) -> Callable[[Database, dt.datetime, Settings], SweepResult]:
         return importlib.import_module(self.module).sweep
@@ -57,7 +58,7 @@ ALERTS: dict[int, AlertSpec] = {
     4: AlertSpec(4, "balance_summary", "Daily balance summary", "dnl_ad.alerts.balance_summary",
                  "daily_check_seconds"),
     5: AlertSpec(5, "cdr_delivery", "Daily CDR delivery", "dnl_ad.alerts.cdr_delivery",
-                 "daily_check_seconds"),
+                 "daily_check_seconds", stoppable=True),
     6: AlertSpec(6, "trunk_pending", "Trunk pending suspension", "dnl_ad.alerts.trunk_pending",
                  "trunk_check_seconds"),
     7: AlertSpec(7, "trunk_suspended", "Trunk suspended", "dnl_ad.alerts.trunk_suspended",

@@ -39,7 +39,7 @@ from .. import clock, db, migrations, pipeline
 from ..config import Settings
 from ..mail.message import split_addresses, valid_address
 from ..notice import Notice
-from . import SweepResult
+from . import SweepResult, recipients
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,15 @@ class BalanceRule:
     threshold      SQL numeric over `cl` and `cfg` (client_low_balance_config): the balance
                    at or below which the condition holds; NULL when it cannot be known
     provider_open  SQL boolean: the provider columns show an open episode (reset on close)
+    provider_last  SQL timestamptz: when the provider columns say the last notice went
+                   (the original daemon's state, adopted at take-over)
+    provider_count SQL integer: notices (days) the provider columns say the episode had
     threshold_problem  row -> text for the log when `threshold` came back NULL
-    record         (cur, row, now, n) -> None: provider writes when notice n is queued
+    record         (cur, row, now, n, days) -> None: provider writes when notice n is queued
     reset          (cur, client_ids) -> rows written: provider writes when episodes close
+    audience       row -> recipients.PARTNER / OWNER / BOTH
+    next_due       (row, instant, zone) -> the first instant after `instant` at which the
+                   next notice of the episode may go
     """
 
     kind: str
@@ -65,9 +71,13 @@ class BalanceRule:
     enabled: sql.Composable
     threshold: sql.Composable
     provider_open: sql.Composable
+    provider_last: sql.Composable
+    provider_count: sql.Composable
     threshold_problem: Callable[[Mapping[str, Any]], str]
-    record: Callable[[db.Cursor, Mapping[str, Any], dt.datetime, int], None]
+    record: Callable[[db.Cursor, Mapping[str, Any], dt.datetime, int, int], None]
     reset: Callable[[db.Cursor, list[int]], int]
+    audience: Callable[[Mapping[str, Any]], str]
+    next_due: Callable[[Mapping[str, Any], dt.datetime, dt.tzinfo], dt.datetime]
 
     def sweep(self, database: db.Database, now: dt.datetime, settings: Settings, *,
               resolver: clock.ZoneResolver | None = None,
@@ -119,30 +129,40 @@ def split_recipients(text: str | None) -> tuple[list[str], list[str]]:
 
 
 def sweep_query(rule: BalanceRule, schema: str) -> sql.Composed:
-    """The one query: every client for which something must happen, and nothing else."""
+    """The one query: every client for which something must happen, and nothing else.
+
+    Actions: `open` (first notice), `repeat` (next notice due), `adopt` (the original
+    daemon's open episode, taken over without a notice), `close`, `bad` (misconfigured).
+    """
     return sql.SQL("""
-WITH c AS (
+WITH sp AS (
+    SELECT s.sys_timezone, s.finance_email FROM system_parameter s ORDER BY s.sys_id LIMIT 1
+), c AS (
     SELECT cl.client_id, cl.name, cl.company, cl.mode,
            coalesce(cl.allowed_credit, 0)::numeric AS allowed_credit, cl.billing_email,
-           cl.auto_send_zone, cl.daily_balance_send_time_zone,
-           pt.name AS payment_term,
-           (cfg.client_id IS NOT NULL) AS has_config, cfg.value_type,
+           cl.email, cl.auto_send_zone, cl.daily_balance_send_time_zone,
+           pt.name AS payment_term, cur.code AS currency,
+           (cfg.client_id IS NOT NULL) AS has_config, cfg.value_type, cfg.send_to,
+           cfg.send_time_type, cfg.daily_send_time,
            (b.client_id IS NOT NULL) AS has_balance_row,
            b.balance::numeric AS balance,
            ({threshold})::numeric AS threshold,
            NULLIF(cfg.duplicate_days, 0) AS duplicate_days,
-           (cl.status AND {enabled} AND NOT cl.unlimited_credit) AS eligible,
-           cl.status, {enabled} AS enabled, cl.unlimited_credit,
-           ({provider_open}) AS provider_open,
-           e.started_at, e.notices, e.next_due_at,
-           (SELECT sp.sys_timezone FROM system_parameter sp ORDER BY sp.id LIMIT 1)
-               AS sys_timezone
+           (cl.status AND {enabled} AND NOT coalesce(cl.unlimited_credit, false)) AS eligible,
+           cl.status, {enabled} AS enabled, coalesce(cl.unlimited_credit, false)
+               AS unlimited_credit,
+           ({provider_open}) AS provider_open, ({provider_last}) AS provider_last,
+           ({provider_count}) AS provider_count,
+           e.started_at, e.notices, e.days, e.last_day, e.next_due_at,
+           sp.sys_timezone, sp.finance_email
     FROM client cl
+    LEFT JOIN sp ON true
     LEFT JOIN c4_client_balance b ON b.client_id = cl.client_id::text
     LEFT JOIN client_low_balance_config cfg ON cfg.client_id = cl.client_id
     LEFT JOIN payment_term pt ON pt.payment_term_id = cl.payment_term_id
+    LEFT JOIN currency cur ON cur.currency_id = cl.currency_id
     LEFT JOIN {episode} e ON e.kind = %(kind)s AND e.client_id = cl.client_id
-    WHERE (cl.status AND {enabled} AND NOT cl.unlimited_credit)
+    WHERE (cl.status AND {enabled} AND NOT coalesce(cl.unlimited_credit, false))
        OR e.client_id IS NOT NULL
        OR ({provider_open})
 ), d AS (
@@ -151,9 +171,12 @@ WITH c AS (
              WHEN eligible AND (balance IS NULL OR threshold IS NULL) THEN 'bad'
              WHEN eligible AND balance <= threshold THEN
                CASE
+                 WHEN started_at IS NULL AND provider_open AND provider_last IS NOT NULL
+                     THEN 'adopt'
                  WHEN started_at IS NULL THEN 'open'
                  WHEN next_due_at <= %(now)s
-                      AND (duplicate_days IS NULL OR notices < duplicate_days) THEN 'repeat'
+                      AND (duplicate_days IS NULL OR days < duplicate_days
+                           OR last_day = %(today)s) THEN 'repeat'
                END
              WHEN started_at IS NOT NULL OR provider_open THEN 'close'
            END AS action
@@ -161,6 +184,7 @@ WITH c AS (
 )
 SELECT * FROM d WHERE action IS NOT NULL ORDER BY client_id
 """).format(threshold=rule.threshold, enabled=rule.enabled, provider_open=rule.provider_open,
+            provider_last=rule.provider_last, provider_count=rule.provider_count,
             episode=migrations.own(schema, EPISODE_TABLE))
 
 
@@ -192,28 +216,50 @@ def context(row: Mapping[str, Any], now: dt.datetime, zone: dt.tzinfo) -> dict[s
         "remaining_credit": balance - allowed,
         "payment_terms": row["payment_term"] or "",
         "payment_term": row["payment_term"] or "",
+        "currency": row.get("currency") or "",
     }
 
 
 def _claim(cur: db.Cursor, schema: str, kind: str, row: Mapping[str, Any], now: dt.datetime,
-           next_due: dt.datetime) -> tuple[dt.datetime, int] | None:
-    """Take the next step of the client's episode: (episode start, notice number), or
-    None when another sweep (a second daemon) took it first."""
+           next_due: dt.datetime) -> tuple[dt.datetime, int, int] | None:
+    """Take the next step of the client's episode: (episode start, notice number, days
+    with a notice), or None when another sweep (a second daemon) took it first."""
     table = migrations.own(schema, EPISODE_TABLE)
+    today = now.astimezone(dt.UTC).date()
     if row["action"] == "open":
         cur.execute(sql.SQL(
-            "INSERT INTO {} (kind, client_id, started_at, notices, last_sent_at, next_due_at) "
-            "VALUES (%s, %s, %s, 1, %s, %s) ON CONFLICT (kind, client_id) DO NOTHING "
-            "RETURNING started_at, notices").format(table),
-            (kind, row["client_id"], now, now, next_due))
+            "INSERT INTO {} (kind, client_id, started_at, notices, days, last_day, "
+            "last_sent_at, next_due_at) VALUES (%s, %s, %s, 1, 1, %s, %s, %s) "
+            "ON CONFLICT (kind, client_id) DO NOTHING "
+            "RETURNING started_at, notices, days").format(table),
+            (kind, row["client_id"], now, today, now, next_due))
     else:
         cur.execute(sql.SQL(
-            "UPDATE {} SET notices = notices + 1, last_sent_at = %s, next_due_at = %s "
+            "UPDATE {} SET notices = notices + 1, "
+            "days = days + CASE WHEN last_day IS DISTINCT FROM %s THEN 1 ELSE 0 END, "
+            "last_day = %s, last_sent_at = %s, next_due_at = %s "
             "WHERE kind = %s AND client_id = %s AND started_at = %s AND notices = %s "
-            "RETURNING started_at, notices").format(table),
-            (now, next_due, kind, row["client_id"], row["started_at"], row["notices"]))
+            "RETURNING started_at, notices, days").format(table),
+            (today, today, now, next_due, kind, row["client_id"], row["started_at"],
+             row["notices"]))
     got = cur.fetchone()
-    return (got["started_at"], got["notices"]) if got else None
+    return (got["started_at"], got["notices"], got["days"]) if got else None
+
+
+def _adopt(cur: db.Cursor, schema: str, kind: str, row: Mapping[str, Any],
+           next_due: dt.datetime) -> bool:
+    """Record the original daemon's open episode as ours, without a notice: it already
+    told the client (take-over). False when another sweep adopted it first."""
+    last: dt.datetime = row["provider_last"]
+    count = max(int(row["provider_count"] or 0), 0)
+    cur.execute(sql.SQL(
+        "INSERT INTO {} (kind, client_id, started_at, notices, days, last_day, last_sent_at, "
+        "next_due_at, adopted) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, true) "
+        "ON CONFLICT (kind, client_id) DO NOTHING RETURNING client_id").format(
+            migrations.own(schema, EPISODE_TABLE)),
+        (kind, row["client_id"], last, count, max(count, 1), last.astimezone(dt.UTC).date(),
+         last, next_due))
+    return cur.fetchone() is not None
 
 
 def _close_reason(row: Mapping[str, Any]) -> str:
@@ -242,14 +288,17 @@ class BalanceSweep:
         self.result = SweepResult(kind=rule.kind)
 
     def run(self) -> SweepResult:
+        today = self.now.astimezone(dt.UTC).date()
         with db.unit_of_work(self.database, dry_run=self.settings.dry_run) as cur:
             cur.execute(sweep_query(self.rule, self.settings.own_schema),
-                        {"kind": self.rule.kind, "now": self.now})
+                        {"kind": self.rule.kind, "now": self.now, "today": today})
             rows = cur.fetchall()
             due = [r for r in rows if r["action"] in ("open", "repeat")]
             for row in rows:
                 if row["action"] == "bad":
                     self._report_bad(row)
+                elif row["action"] == "adopt":
+                    self._adopt(cur, row)
             if due:  # an idle sweep costs the one query and nothing else
                 pipe = pipeline.Pipeline.open(cur, self.settings)
                 for row in due:
@@ -257,6 +306,30 @@ class BalanceSweep:
                 self.result.mails = list(pipe.mails)
             self._close(cur, [r for r in rows if r["action"] == "close"])
         return self.result
+
+    def _zone(self, row: Mapping[str, Any]) -> dt.tzinfo:
+        return clock.client_zone(row["client_id"], row["auto_send_zone"],
+                                 row["daily_balance_send_time_zone"], row["sys_timezone"],
+                                 self.resolver)
+
+    def _adopt(self, cur: db.Cursor, row: Mapping[str, Any]) -> None:
+        next_due = self.rule.next_due(row, row["provider_last"], self._zone(row))
+        try:
+            with db.savepoint(cur):
+                taken = _adopt(cur, self.settings.own_schema, self.rule.kind, row, next_due)
+        except db.CONNECTION_ERRORS:
+            raise
+        except Exception:
+            log.exception("%s: client %s (%s): could not take over the open episode",
+                          self.rule.kind, row["client_id"], row["name"])
+            return
+        if taken:
+            self.result.state_changes += 1
+            log.info("%s: client %s (%s): took over the open episode the provider columns "
+                     "show (last notice %s, %s so far); next notice not before %s",
+                     self.rule.kind, row["client_id"], row["name"],
+                     row["provider_last"].isoformat(), row["provider_count"] or 0,
+                     next_due.isoformat())
 
     # --- the three kinds of row
     def _complain(self, row: Mapping[str, Any], problem: str, detail: str) -> None:
@@ -275,22 +348,22 @@ class BalanceSweep:
 
     def _serve(self, cur: db.Cursor, pipe: pipeline.Pipeline, row: Mapping[str, Any]) -> None:
         kind, client_id = self.rule.kind, row["client_id"]
-        valid, invalid = split_recipients(row["billing_email"])
+        to_text, extra = recipients.addresses(self.rule.audience(row), row,
+                                              {"finance_email": row["finance_email"]},
+                                              self.settings)
+        valid, invalid = split_recipients("; ".join([to_text, *extra]))
         if not valid:
-            what = ("billing_email is empty" if not invalid
-                    else f"billing_email {row['billing_email']!r} holds no valid address")
-            self._complain(row, f"email:{row['billing_email']}", what)
+            what = ("no recipient address (billing_email, email, finance_email are empty)"
+                    if not invalid else f"{to_text!r} holds no valid address")
+            self._complain(row, f"email:{to_text}", what)
             return
         if invalid:
-            self.complaints.warn(self.scope, kind, client_id, f"email:{row['billing_email']}",
-                                 "%s: client %s (%s): invalid address(es) %s in billing_email "
-                                 "ignored; sending to %s", kind, client_id, row["name"],
+            self.complaints.warn(self.scope, kind, client_id, f"email:{to_text}",
+                                 "%s: client %s (%s): invalid address(es) %s ignored; "
+                                 "sending to %s", kind, client_id, row["name"],
                                  ", ".join(invalid), ", ".join(valid))
-        zone = clock.client_zone(client_id, row["auto_send_zone"],
-                                 row["daily_balance_send_time_zone"], row["sys_timezone"],
-                                 self.resolver)
-        next_due = clock.local_instant(clock.local_date(self.now, zone) + dt.timedelta(days=1),
-                                       zone)
+        zone = self._zone(row)
+        next_due = self.rule.next_due(row, self.now, zone)
         try:
             with db.savepoint(cur):
                 claimed = _claim(cur, self.settings.own_schema, kind, row, self.now, next_due)
@@ -299,10 +372,12 @@ class BalanceSweep:
                              kind, client_id)
                     self.result.duplicates += 1
                     return
-                started, n = claimed
+                started, n, days = claimed
                 # provider writes first: queue() logs "queued", so it comes last
-                self.rule.record(cur, row, self.now, n)
+                self.rule.record(cur, row, self.now, n, days)
                 new = pipe.queue(cur, self._notice(row, zone, started, n, valid))
+        except db.CONNECTION_ERRORS:
+            raise
         except Exception:
             log.exception("%s: client %s (%s): could not queue the notice; other clients "
                           "go on", kind, client_id, row["name"])

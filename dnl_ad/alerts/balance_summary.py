@@ -21,14 +21,16 @@ from psycopg2 import sql
 from .. import db
 from ..config import Settings
 from ..notice import Notice
+from ..pipeline import Pipeline
 from . import SweepResult, daily_common
 from .daily_common import UNKNOWN, Due, money
 
 log = logging.getLogger(__name__)
 
 KIND = "balance_summary"
-SPEC = daily_common.DailySpec(KIND, "is_daily_balance_notification", "auto_balance",
-                              "daily balance summary")
+SPEC = daily_common.DailySpec(KIND, "is_auto_balance", "auto_balance", "daily balance summary",
+                              taken_over="last_autobalance_time", own_send_time=True,
+                              days_column="numer_of_days_balance")
 
 _HISTORY = ("LEFT JOIN LATERAL (SELECT h.actual_balance FROM balance_history_actual h "
             "WHERE h.client_id = w.client_id AND h.date = {day} "
@@ -78,8 +80,10 @@ def context(due: Due, row: Mapping[str, Any], now: dt.datetime) -> dict[str, Any
     return ctx
 
 
-def build(due: Due, row: Mapping[str, Any], now: dt.datetime) -> Notice | None:
-    return daily_common.notice(SPEC, due, row, context(due, row, now), now)
+def build(due: Due, row: Mapping[str, Any], now: dt.datetime,
+          pipeline: Pipeline) -> Notice | None:
+    return daily_common.notice(SPEC, due, row, context(due, row, now), now, pipeline.system,
+                               pipeline.settings)
 
 
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -33,7 +33,7 @@ from ..config import Settings
 from ..mail.message import split_addresses
 from ..notice import Notice
 from ..pipeline import Pipeline
-from . import SweepResult
+from . import SweepResult, recipients
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,22 @@ _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 @dataclass(frozen=True)
 class DailySpec:
-    """One daily report: its kind (dedupe key prefix), enabling column and template."""
+    """One daily report: its kind (dedupe key prefix), enabling column and template.
+
+    taken_over: the client column where the original dnl_ad recorded its last mail of this
+    report (last_autoreport_time, ...): a report whose due instant it already covers was
+    sent by the original and is never sent again (take-over).
+    """
 
     kind: str
     flag: str       # client column that enables it (is_auto_summary, ...)
     template: str   # mail_tmplate prefix (auto_summary, ...)
     title: str      # for alert_rule and logs
-    needs_billing_email: bool = True  # False when other recipients exist (CDR: finance)
+    taken_over: str = ""
+    own_send_time: bool = False       # balance summary: daily_balance_send_time when set
+    report_zone_column: str = ""      # CDR: daily_cdr_generation_zone names the day's zone
+    days_column: str = ""             # balance summary: numer_of_days_balance
+    period_column: str = ""           # usage summary: auto_summary_period
 
 
 @dataclass(frozen=True)
@@ -138,7 +147,8 @@ def send_hour(client_id: int, value: Any, mem: _Memory, kind: str) -> int:
     return 0
 
 
-def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timedelta
+def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timedelta,
+                 minute: int = 0
                  ) -> tuple[list[tuple[dt.date, dt.datetime]], tuple[dt.date, dt.datetime] | None]:
     """(report day, due instant) pairs due in (now - window, now], oldest first, and the
     latest one already older than the window (the report a long outage lost), if any."""
@@ -148,7 +158,7 @@ def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timede
     stale: tuple[dt.date, dt.datetime] | None = None
     for back in range(days_back, -1, -1):
         send_day = today - dt.timedelta(days=back)
-        due_at = clock.local_instant(send_day, zone, hour)
+        due_at = clock.local_instant(send_day, zone, hour) + dt.timedelta(minutes=minute)
         if due_at > now:
             continue
         report_day = send_day - dt.timedelta(days=1)
@@ -161,10 +171,89 @@ def due_instants(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timede
 
 _CLIENTS = sql.SQL(
     "SELECT c.client_id, c.auto_summary_hour, c.auto_send_zone, "
-    "c.daily_balance_send_time_zone, "
-    "(SELECT s.sys_timezone FROM system_parameter s ORDER BY s.id LIMIT 1) AS sys_timezone "
-    "FROM client c WHERE c.status AND c.{flag} ORDER BY c.client_id"
+    "c.daily_balance_send_time, c.daily_balance_send_time_zone, "
+    "c.daily_cdr_generation_zone, c.numer_of_days_balance, c.auto_summary_period, "
+    "c.last_autoreport_time, c.last_autobalance_time, c.last_cdrdown_time, "
+    "(SELECT s.sys_timezone FROM system_parameter s ORDER BY s.sys_id LIMIT 1) AS sys_timezone "
+    "FROM client c WHERE c.status AND coalesce(c.{flag}, false) ORDER BY c.client_id"
 )
+
+
+@dataclass(frozen=True)
+class _When:
+    """A client's send time and report zone, as its v5 settings say."""
+
+    zone: dt.tzinfo          # the zone of the send time
+    hour: int
+    minute: int
+    report_zone: dt.tzinfo   # the zone of the report's day (CDR: its own)
+    days: int                # days one report covers (balance summary: numer_of_days_balance)
+    period_hours: int = 24   # usage summary: auto_summary_period (24 = the daily report)
+    settle: dt.timedelta = dt.timedelta(0)  # REPORT_SETTLE_MINUTES
+
+
+# auto_summary_period values the v5 UI offers (hours; -15/-30 are minutes).
+_PERIODS = {24, 12, 8, 6, 4, 2, 1, -15, -30}
+
+
+def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory) -> int:
+    """auto_summary_period as whole hours. cdr_report_detail holds one row per hour, so a
+    15- or 30-minute period cannot be computed: it is served hourly (logged once)."""
+    if value is None:
+        return 24
+    try:
+        period = int(value)
+    except (TypeError, ValueError):
+        period = 0
+    if period not in _PERIODS:
+        period = 24
+        note = f"period:{spec.kind}:{client_id}:{value}"
+    elif period < 0:
+        note = f"minutes:{spec.kind}:{client_id}:{value}"
+    else:
+        return period
+    if note not in mem.logged:
+        mem.logged[note] = dt.date.max
+        if period < 0:
+            log.warning("%s: client %s: auto_summary_period %s minutes cannot be served from "
+                        "cdr_report_detail (hourly rows); summaries go hourly", spec.kind,
+                        client_id, -period)
+        else:
+            log.warning("%s: client %s: auto_summary_period %r is not one the UI offers "
+                        "(1, 2, 4, 6, 8, 12, 24 hours); the daily summary is sent", spec.kind,
+                        client_id, value)
+    return 1 if period < 0 else period
+
+
+def _when(spec: DailySpec, row: Mapping[str, Any], mem: _Memory,
+          resolver: clock.ZoneResolver | None, settle: dt.timedelta) -> _When:
+    cid = row["client_id"]
+    resolve = (resolver or clock.RESOLVER).resolve
+    zone, _ = resolve(cid, [("auto_send_zone", row["auto_send_zone"]),
+                            ("system_parameter.sys_timezone", row["sys_timezone"])])
+    hour, minute = send_hour(cid, row["auto_summary_hour"], mem, spec.kind), 0
+    send_time = row.get("daily_balance_send_time")
+    if spec.own_send_time and send_time is not None:
+        zone, _ = resolve(cid, [("daily_balance_send_time_zone",
+                                 row["daily_balance_send_time_zone"]),
+                                ("auto_send_zone", row["auto_send_zone"]),
+                                ("system_parameter.sys_timezone", row["sys_timezone"])])
+        hour, minute = send_time.hour, send_time.minute
+    report_zone = zone
+    if spec.report_zone_column:
+        report_zone, _ = resolve(cid, [(spec.report_zone_column, row[spec.report_zone_column]),
+                                       ("auto_send_zone", row["auto_send_zone"]),
+                                       ("system_parameter.sys_timezone", row["sys_timezone"])])
+    days = 1
+    if spec.days_column:
+        try:
+            days = min(max(int(row[spec.days_column] or 1), 1), 31)
+        except (TypeError, ValueError):
+            days = 1
+    period = 24
+    if spec.period_column:
+        period = period_hours(spec, cid, row[spec.period_column], mem)
+    return _When(zone, hour, minute, report_zone, days, period, settle)
 
 
 def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
@@ -172,34 +261,40 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
          resolver: clock.ZoneResolver | None = None) -> list[Due]:
     """The reports of `spec` due at `now` and not yet queued (nor settled), oldest first.
 
-    1. One query: enabled active clients with their send hour and zone candidates.
-    2. Python: each client's zone, due instants within the grace, report windows.
-    3. One query: which of those keys are in the outbox already (never re-rendered).
-    4. A due instant older than the grace whose report was never queued is logged once.
+    1. One query: enabled active clients with their v5 send-time and zone settings.
+    2. Python: each client's zones, due instants within the grace, report windows.
+    3. A report the original daemon already sent (its last_* column at or after the due
+       instant) is settled: never sent again (take-over).
+    4. One query: which of those keys are in the outbox already (never re-rendered).
+    5. A due instant older than the grace whose report was never queued is logged once.
     """
     now = clock.require_aware(now)
     mem = memory_for(database)
     window = grace(settings)
+    settle = dt.timedelta(minutes=settings.report_settle_minutes)
     mem.prune(clock.local_date(now - window, clock.UTC) - dt.timedelta(days=3))
     query = _CLIENTS.format(flag=sql.Identifier(spec.flag))  # the flag column, never data
     cur.execute(query)
     candidates: list[Due] = []
     stale: list[Due] = []
-    # Most clients share a few (zone, hour) pairs: their instants are computed once.
-    schedules: dict[tuple[dt.tzinfo, int], tuple[list[_Slot], _Slot | None]] = {}
+    # Most clients share a few settings: their instants are computed once.
+    schedules: dict[_When, tuple[list[_Slot], _Slot | None]] = {}
     for row in cur.fetchall():
         cid = row["client_id"]
-        zone = clock.client_zone(cid, row["auto_send_zone"], row["daily_balance_send_time_zone"],
-                                 row["sys_timezone"], resolver)
-        hour = send_hour(cid, row["auto_summary_hour"], mem, spec.kind)
-        sched = schedules.get((zone, hour))
+        when = _when(spec, row, mem, resolver, settle)
+        sched = schedules.get(when)
         if sched is None:
-            sched = schedules[(zone, hour)] = _schedule(now, zone, hour, window)
+            sched = schedules[when] = _schedule(now, when, window)
         fresh, old = sched
-        candidates.extend(Due(cid, zone, *slot, dedupe_key(spec.kind, cid, slot[0]))
-                          for slot in fresh)
-        if old is not None:
-            stale.append(Due(cid, zone, *old, dedupe_key(spec.kind, cid, old[0])))
+        sent_before = row.get(spec.taken_over) if spec.taken_over else None
+        for slot in fresh:
+            due = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
+            if sent_before is not None and sent_before >= due.due_at:
+                _settle_taken_over(spec, due, sent_before, mem)
+                continue
+            candidates.append(due)
+        if old is not None and not (sent_before is not None and sent_before >= old[3]):
+            stale.append(Due(cid, when.report_zone, *old, slot_key(spec.kind, cid, old, when)))
     keys = [d.key for d in candidates if d.key not in mem.settled]
     keys += [d.key for d in stale if d.key not in mem.logged]
     queued = outbox.already_queued(cur, settings.own_schema, keys)
@@ -209,17 +304,85 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     return [d for d in candidates if d.key not in queued and d.key not in mem.settled]
 
 
-# (report day, window start, window end, due instant): one zone and hour's report slot.
+def _settle_taken_over(spec: DailySpec, due: Due, sent: dt.datetime, mem: _Memory) -> None:
+    if due.key in mem.settled:
+        return
+    mem.settled[due.key] = due.report_day
+    log.info("%s: client %s: report for %s already sent by the original daemon at %s "
+             "(client.%s); not sent again", spec.kind, due.client_id, due.report_day,
+             sent.isoformat(), spec.taken_over)
+
+
+# (report day, window start, window end, due instant): one schedule's report slot.
 _Slot = tuple[dt.date, dt.datetime, dt.datetime, dt.datetime]
 
 
-def _schedule(now: dt.datetime, zone: dt.tzinfo, hour: int, window: dt.timedelta
-              ) -> tuple[list[_Slot], _Slot | None]:
-    def slot(day: dt.date, due_at: dt.datetime) -> _Slot:
-        return (day, *clock.day_window(day, zone), due_at)
+def slot_key(kind: str, client_id: int, slot: _Slot, when: _When) -> str:
+    """`<kind>:<client>:<local date>` for a daily report; a shorter period adds its local
+    start (`usage_summary:7:2026-11-20T04:00`)."""
+    if when.period_hours == 24:
+        return dedupe_key(kind, client_id, slot[0])
+    start = slot[1].astimezone(when.report_zone)
+    return f"{kind}:{client_id}:{start:%Y-%m-%dT%H:%M}"
 
-    fresh, old = due_instants(now, zone, hour, window)
-    return [slot(*f) for f in fresh], (slot(*old) if old is not None else None)
+
+def _schedule(now: dt.datetime, when: _When, window: dt.timedelta
+              ) -> tuple[list[_Slot], _Slot | None]:
+    """The report slots due in (now - window, now] and the latest one older than that.
+
+    A report is due at its send instant, but never before its window has settled
+    (REPORT_SETTLE_MINUTES after the window ends: the switch writes an hour's
+    cdr_report_detail rows minutes after the hour), so a report read too early cannot
+    miss the last hour's traffic.
+    """
+    if when.period_hours != 24:
+        return _period_schedule(now, when, window)
+
+    def slot(send_zone_day: dt.date, due_at: dt.datetime) -> _Slot:
+        # the report covers the day(s) before the send instant, in the report's zone
+        last = clock.local_date(due_at, when.report_zone) - dt.timedelta(days=1)
+        first = last - dt.timedelta(days=when.days - 1)
+        start, _ = clock.day_window(first, when.report_zone)
+        _, end = clock.day_window(last, when.report_zone)
+        return (last, start, end, max(due_at, end + when.settle))
+
+    fresh, old = due_instants(now, when.zone, when.hour, window + when.settle, when.minute)
+    slots = [slot(*f) for f in fresh]
+    stale = slot(*old) if old is not None else None
+    fresh_slots = []
+    for s in slots:
+        if s[3] > now:
+            continue  # not settled yet
+        if now - s[3] <= window:
+            fresh_slots.append(s)
+        else:
+            stale = s
+    return fresh_slots, stale
+
+
+def _period_schedule(now: dt.datetime, when: _When, window: dt.timedelta
+                     ) -> tuple[list[_Slot], _Slot | None]:
+    """Slots of a period shorter than a day: blocks of `period_hours` aligned to local
+    midnight in the send zone, each due once it has ended and settled."""
+    step = dt.timedelta(hours=when.period_hours)
+    day = clock.local_date(now - window - when.settle - step, when.zone)
+    fresh: list[_Slot] = []
+    stale: _Slot | None = None
+    while True:
+        start = clock.local_instant(day, when.zone)
+        day_end = clock.local_instant(day + dt.timedelta(days=1), when.zone)
+        while start < day_end:
+            end = min(start + step, day_end)
+            due_at = end + when.settle
+            if due_at > now:
+                return fresh, stale
+            local_day = clock.local_date(start, when.zone)
+            if now - due_at <= window:
+                fresh.append((local_day, start, end, due_at))
+            else:
+                stale = (local_day, start, end, due_at)
+            start = end
+        day += dt.timedelta(days=1)
 
 
 def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
@@ -279,13 +442,13 @@ TRAFFIC = sql.SQL(" ").join([_side("ingress", "buy"), _side("egress", "sell")])
 
 # Client columns every daily report shows, for `FROM w JOIN client c ...`.
 CLIENT_COLUMNS = sql.SQL(
-    "c.name, c.company, c.billing_email, c.allowed_credit, c.unlimited_credit, c.mode, "
-    "b.balance::numeric AS balance, "
-    "(SELECT string_agg(r.alias, ',' ORDER BY r.resource_id) FROM resource r "
-    "WHERE r.client_id = c.client_id AND coalesce(r.alias, '') <> '') AS switch_alias"
+    "c.name, c.company, c.billing_email, c.email, c.auto_daily_balance_recipient, "
+    "c.allowed_credit, c.unlimited_credit, c.mode, cur.code AS currency, "
+    "b.balance::numeric AS balance"
 )
 CLIENT_JOIN = sql.SQL(
     "JOIN client c ON c.client_id = w.client_id "
+    "LEFT JOIN currency cur ON cur.currency_id = c.currency_id "
     "LEFT JOIN c4_client_balance b ON b.client_id = c.client_id::text"
 )
 
@@ -341,17 +504,20 @@ def client_context(due: Due, row: Mapping[str, Any], kind: str) -> dict[str, Any
         "allowed_credit": limit,
         "balance": UNKNOWN if balance is None else money(balance),
         "remaining_credit": remaining,
-        "switch_alias": row.get("switch_alias") or "",
+        "currency": row.get("currency") or "",
     }
 
 
 def notice(spec: DailySpec, due: Due, row: Mapping[str, Any], context: Mapping[str, Any],
-           now: dt.datetime, extra: Iterable[str] = ()) -> Notice:
+           now: dt.datetime, system: Mapping[str, Any], settings: Settings) -> Notice:
+    """The report's notice, addressed as client.auto_daily_balance_recipient says."""
+    audience = recipients.daily_audience(row.get("auto_daily_balance_recipient"))
+    to_text, extra = recipients.addresses(audience, row, system, settings)
     return Notice(
         kind=spec.kind, dedupe_key=due.key, template=spec.template, client_id=due.client_id,
-        recipients=row.get("billing_email"), context=dict(context), decided_at=now,
+        recipients=to_text, context=dict(context), decided_at=now,
         alert_rule=f"{spec.title} for {due.report_day.isoformat()} ({due.customer_gmt})",
-        extra_recipients=tuple(extra),
+        extra_recipients=extra,
         meta={"report_day": due.report_day.isoformat(), "window": (due.start, due.end)},
     )
 
@@ -372,11 +538,16 @@ def queue_all(cur: db.Cursor, pipeline: Pipeline, spec: DailySpec, due: Sequence
         row = rows.get(d.key)
         if row is None:  # the client vanished between the two queries
             continue
-        if spec.needs_billing_email and not split_addresses(row.get("billing_email")):
+        audience = recipients.daily_audience(row.get("auto_daily_balance_recipient"))
+        to_text, extra = recipients.addresses(audience, row, pipeline.system,
+                                              pipeline.settings)
+        if not split_addresses("; ".join([to_text, *extra])):
             if d.key not in mem.logged:
                 mem.logged[d.key] = d.report_day
-                log.warning("%s: client %s has no billing_email; report for %s not sent",
-                            spec.kind, d.client_id, d.report_day)
+                log.warning("%s: client %s has no recipient address for its report of %s "
+                            "(auto_daily_balance_recipient %s: billing_email, email, "
+                            "finance_email are empty); not sent", spec.kind, d.client_id,
+                            d.report_day, row.get("auto_daily_balance_recipient"))
             result.skipped += 1
             continue
         try:
@@ -395,7 +566,8 @@ def queue_all(cur: db.Cursor, pipeline: Pipeline, spec: DailySpec, due: Sequence
 
 
 def run(database: db.Database, now: dt.datetime, settings: Settings, spec: DailySpec,
-        query: sql.Composable, build: Callable[[Due, Mapping[str, Any], dt.datetime], Notice | None]
+        query: sql.Composable,
+        build: Callable[[Due, Mapping[str, Any], dt.datetime, Pipeline], Notice | None]
         ) -> SweepResult:
     """A whole daily sweep in one unit of work: plan, one aggregation query, queue."""
     now = clock.require_aware(now)
@@ -404,8 +576,8 @@ def run(database: db.Database, now: dt.datetime, settings: Settings, spec: Daily
         pipeline = Pipeline.open(cur, settings)
         due = plan(cur, spec, now, settings, database, result)
         rows = fetch_by_key(cur, query, due)
-        queue_all(cur, pipeline, spec, due, rows, lambda d, r: build(d, r, now), database,
-                  result)
+        queue_all(cur, pipeline, spec, due, rows, lambda d, r: build(d, r, now, pipeline),
+                  database, result)
         finish(result, pipeline)
     return result
 

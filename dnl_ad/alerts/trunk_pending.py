@@ -1,10 +1,15 @@
 """Alert 6: warn a trunk's client that its rate deck must be downloaded before a deadline.
 
+Which sends: a link rate send with "Send Reminder Email" (rate_send_log.is_email_alert)
+whose trunk has not downloaded it (trunk_common). The deadline is 23:59:59 GMT of the
+download_deadline date.
+
 Stages. The one-day stage ("24") always exists. The UI may also fill the staged warning
 templates hour_48, hour_3 and hour_1 (and hour_24); each filled stage is an extra
 warning sent once as its window opens (deadline within 48/3/1 hours). The one-day stage
-uses hour_24 when filled, else download_rate_notice, else pending_trunk when only that
-one is filled (else the project's default template).
+uses hour_24 when filled, else the UI's "Pending Trunk Suspension Notice" (pending_trunk;
+empty: the project's default template). `download_rate_notice` is the UI's own "Rate is
+Downloaded" confirmation, never dnl_ad's.
 
 Decision (documented in the README): only the latest-opened stage is sent. A rate send
 first seen 2 hours before its deadline gets the 3-hour stage only, not 48 and 24 as well;
@@ -23,6 +28,7 @@ from typing import Any
 
 from .. import db, outbox
 from ..config import Settings
+from ..contract import EMAIL_TYPE
 from ..notice import Notice
 from ..pipeline import Pipeline
 from . import SweepResult, trunk_common
@@ -51,13 +57,10 @@ def enabled_stages(templates: Mapping[str, Any]) -> list[int]:
 
 
 def one_day_template(templates: Mapping[str, Any]) -> str:
-    """mail_tmplate prefix for the 24-hour stage."""
+    """mail_tmplate prefix for the 24-hour stage: hour_24 when filled, else pending_trunk."""
     if ONE_DAY in staged_filled(templates):
         return "hour_24"
-    if (not _filled(templates, "download_rate_notice_subject", "download_rate_notice_content")
-            and _filled(templates, "pending_trunk_subject", "pending_trunk_content")):
-        return "pending_trunk"
-    return "download_rate_notice"
+    return "pending_trunk"
 
 
 def current_stage(stages: list[int], deadline: dt.datetime, now: dt.datetime) -> int | None:
@@ -69,6 +72,36 @@ def current_stage(stages: list[int], deadline: dt.datetime, now: dt.datetime) ->
 
 def dedupe_key(resource_id: int, rate_send_id: int, stage: int) -> str:
     return f"{KIND}:{resource_id}:{rate_send_id}:{stage}"
+
+
+# email_log.alert_rule of dnl_ad's own trunk notices (see Notice.alert_rule below)
+OWN_RULE_PREFIX = "rate deck not downloaded"
+_TAKEN_OVER_LOGGED: set[tuple[str, str]] = set()
+
+
+def sent_by_original(cur: db.Cursor, client_ids: list[int]) -> dict[int, dt.datetime]:
+    """client -> the last trunk notice (email_log type 36) another sender wrote, i.e. the
+    original dnl_ad before the take-over: one query. email_log names no trunk, so a
+    client's stage counts as sent when the original mailed that client after the stage's
+    window opened."""
+    if not client_ids:
+        return {}
+    cur.execute("SELECT client_id, max(send_time) AS last FROM email_log "
+                "WHERE type = %s AND client_id = ANY(%s) AND send_time IS NOT NULL "
+                "AND coalesce(alert_rule, '') NOT LIKE %s GROUP BY client_id",
+                (EMAIL_TYPE[KIND], sorted(set(client_ids)), OWN_RULE_PREFIX + "%"))
+    return {r["client_id"]: r["last"] for r in cur.fetchall()}
+
+
+def _note_taken_over(database: db.Database, cand: trunk_common.Candidate, stage: int,
+                     last: dt.datetime) -> None:
+    key = (database.safe_name, dedupe_key(cand.resource_id, cand.rate_send_id, stage))
+    if key in _TAKEN_OVER_LOGGED:
+        return
+    _TAKEN_OVER_LOGGED.add(key)
+    log.info("trunk_pending: client %s trunk %s %r rate send %s: the %s h warning was already "
+             "sent by the original daemon (email_log at %s); not sent again", cand.client_id,
+             cand.resource_id, cand.alias, cand.rate_send_id, stage, last.isoformat())
 
 
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:
@@ -85,7 +118,8 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         templates = pipeline.mail_config.templates
         stages = enabled_stages(templates)
         after = now + dt.timedelta(microseconds=1)  # the deadline is still ahead
-        rows = trunk_common.candidates(cur, after, now + dt.timedelta(hours=max(stages)))
+        rows = trunk_common.candidates(cur, after, now + dt.timedelta(hours=max(stages)),
+                                       trunk_common.EMAIL_ALERT)
         due: list[tuple[trunk_common.Candidate, int]] = []
         for cand in rows:
             stage = current_stage(stages, cand.deadline, now)
@@ -94,9 +128,17 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         done = outbox.already_queued(
             cur, settings.own_schema,
             [dedupe_key(c.resource_id, c.rate_send_id, s) for c, s in due])
+        original = sent_by_original(cur, [c.client_id for c, s in due
+                                           if dedupe_key(c.resource_id, c.rate_send_id, s)
+                                           not in done])
         for cand, stage in due:
             key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
             if key in done:
+                result.duplicates += 1
+                continue
+            last = original.get(cand.client_id)
+            if last is not None and last >= cand.deadline - dt.timedelta(hours=stage):
+                _note_taken_over(database, cand, stage, last)
                 result.duplicates += 1
                 continue
             template = one_day_template(templates) if stage == ONE_DAY else f"hour_{stage}"
@@ -104,9 +146,9 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                 # the context is built here too: a bad row must skip only itself
                 notice = Notice(
                     kind=KIND, dedupe_key=key, template=template, client_id=cand.client_id,
-                    recipients=cand.billing_email,
+                    recipients=cand.recipients,
                     context=trunk_common.context(cand, pipeline.system), decided_at=now,
-                    alert_rule=f"rate deck not downloaded; {stage} h warning",
+                    alert_rule=f"{OWN_RULE_PREFIX}; {stage} h warning",
                     resource_id=cand.resource_id,
                     meta={"rate_send_id": cand.rate_send_id, "stage": stage},
                 )

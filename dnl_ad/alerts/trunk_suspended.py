@@ -5,11 +5,21 @@ rate send detail, block the trunk, write the UI's modif_log row with a rollback 
 queue the notice. Either all four happen or none does, so a failure never leaves a
 half-blocked trunk or a notice about a block that did not happen; the next sweep retries.
 
+Which sends: a link rate send whose "Disable The Trunk" switch (rate_send_log.is_disable)
+is set and whose deadline (23:59:59 GMT of download_deadline, plus SUSPEND_GRACE_MINUTES)
+has passed without a download. A deadline more than SUSPEND_MAX_OVERDUE_DAYS old is never
+acted on: a first start against a database with old, forgotten sends must not block a
+carrier's trunks wholesale; such trunks are logged once and listed by `check`.
+
 Like Healthchecks' flips, the decision is recorded by a conditional update first:
-`UPDATE rate_send_log_detail SET status = false ... WHERE id = %s AND status`. Only the
-daemon whose update touched exactly one row goes on, so two daemons never suspend twice.
-The closed detail is also what makes it "once per trunk and rate send": an operator who
-re-activates the trunk is not blocked again for the same rate send.
+`UPDATE rate_send_log_detail SET status = 4 (expired) ... WHERE id = %s AND status = 1`.
+Only the daemon whose update touched exactly one row goes on, so two daemons never
+suspend twice. The closed detail is also what makes it "once per trunk and rate send":
+an operator who re-activates the trunk is not blocked again for the same rate send,
+whoever blocked it (the original daemon closes the detail the same way).
+
+The UI's change history: a modif_log row, module 'Trunk', type 4 (trunk disabled), with
+the rollback statement the UI runs as is (rollback_extra_info '{"type":1}').
 
 Delivery is a separate job: the block happens even when SMTP is down.
 """
@@ -31,7 +41,27 @@ log = logging.getLogger(__name__)
 
 KIND = "trunk_suspended"
 TEMPLATE = "no_download_rate"
+DETAIL_SENT, DETAIL_EXPIRED = 1, 4      # rate_send_log_detail.status
+SEND_WAITING = 5                        # rate_send_log.status: link sent, not downloaded
+MODIF_TRUNK_DISABLED = 4                # modif_log.type the UI shows as "trunk disabled"
+ROLLBACK_AS_IS = '{"type":1}'           # the UI runs modif_log.rollback as written
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_TOO_OLD_LOGGED: set[tuple[str, int, int]] = set()
+
+
+def overdue_window(now: dt.datetime, settings: Settings) -> tuple[dt.datetime, dt.datetime]:
+    """[oldest, newest] deadline a sweep at `now` acts on."""
+    until = now - dt.timedelta(minutes=settings.suspend_grace_minutes)
+    return now - dt.timedelta(days=settings.suspend_max_overdue_days), until
+
+
+def too_old(cur: db.Cursor, now: dt.datetime, settings: Settings
+            ) -> list[trunk_common.Candidate]:
+    """Trunks past the deadline by more than SUSPEND_MAX_OVERDUE_DAYS: never suspended by
+    dnl_ad (listed by check, logged once)."""
+    oldest, _ = overdue_window(now, settings)
+    return trunk_common.candidates(cur, _EPOCH, oldest - dt.timedelta(microseconds=1),
+                                   trunk_common.DISABLE)
 
 
 class _Skip(Exception):
@@ -61,10 +91,18 @@ def _suspend(cur: db.Cursor, pipeline: Pipeline, cand: trunk_common.Candidate,
     """
     error = (f"dnl_ad: rate deck not downloaded by the deadline "
              f"{cand.deadline.isoformat()}; trunk suspended at {now.isoformat()}")
-    cur.execute("UPDATE rate_send_log_detail SET status = false, error = %s "
-                "WHERE id = %s AND status RETURNING id", (error, cand.detail_id))
+    # The flip re-checks every "not downloaded" condition under the detail's row lock: a
+    # download that lands during the sweep (the UI sets status 3 and writes the log)
+    # makes it touch no row, and the trunk is left alone.
+    cur.execute("UPDATE rate_send_log_detail d SET status = %s, error = %s "
+                "WHERE d.id = %s AND d.status = %s AND d.download_date IS NULL "
+                "AND NOT EXISTS (SELECT 1 FROM rate_download_log dl "
+                "WHERE dl.log_detail_id = d.log_id AND dl.resource_id = d.resource_id) "
+                "AND EXISTS (SELECT 1 FROM rate_send_log l WHERE l.id = d.log_id "
+                "AND l.status = %s) RETURNING d.id",
+                (DETAIL_EXPIRED, error, cand.detail_id, DETAIL_SENT, SEND_WAITING))
     if cur.fetchone() is None:
-        raise _Skip("the rate send was already closed")
+        raise _Skip("the rate send was closed or downloaded meanwhile")
     cur.execute("UPDATE resource SET active = false, disable_by_alert = true, "
                 "update_by = 'dnl_ad', update_at = %s WHERE resource_id = %s AND active "
                 "RETURNING resource_id", (now, cand.resource_id))
@@ -75,17 +113,31 @@ def _suspend(cur: db.Cursor, pipeline: Pipeline, cand: trunk_common.Candidate,
               f"(rate send {cand.rate_send_id}) not downloaded by {cand.deadline.isoformat()}")
     cur.execute(
         "INSERT INTO modif_log (time, module, type, name, detail, rollback, rollback_msg, "
-        "rollback_extra_info) VALUES (%s, 'Trunk', 2, 'dnl_ad', %s, %s, %s, %s)",
-        (now, detail, rollback_statement(cur, cand.resource_id),
-         f"Re-activate trunk id {cand.resource_id} suspended by dnl_ad", '{"type":2}'),
+        "rollback_extra_info) VALUES (%s, 'Trunk', %s, 'dnl_ad', %s, %s, %s, %s)",
+        (now, MODIF_TRUNK_DISABLED, detail, rollback_statement(cur, cand.resource_id),
+         f"Re-activate trunk id {cand.resource_id} suspended by dnl_ad", ROLLBACK_AS_IS),
     )
     pipeline.queue(cur, Notice(
         kind=KIND, dedupe_key=dedupe_key(cand.resource_id, cand.rate_send_id),
-        template=TEMPLATE, client_id=cand.client_id, recipients=cand.billing_email,
+        template=TEMPLATE, client_id=cand.client_id, recipients=cand.recipients,
         context=trunk_common.context(cand, pipeline.system), decided_at=now,
         alert_rule="rate deck not downloaded by the deadline; trunk suspended",
         resource_id=cand.resource_id, meta={"rate_send_id": cand.rate_send_id},
     ))
+
+
+def _log_too_old(cur: db.Cursor, database: db.Database, now: dt.datetime,
+                 settings: Settings) -> None:
+    for cand in too_old(cur, now, settings):
+        key = (database.safe_name, cand.resource_id, cand.rate_send_id)
+        if key in _TOO_OLD_LOGGED:
+            continue
+        _TOO_OLD_LOGGED.add(key)
+        log.warning("trunk_suspended: client %s trunk %s %r rate send %s: deadline %s is more "
+                    "than SUSPEND_MAX_OVERDUE_DAYS=%s days ago; not suspended (block it in "
+                    "the UI if it should be)", cand.client_id, cand.resource_id, cand.alias,
+                    cand.rate_send_id, cand.deadline.isoformat(),
+                    settings.suspend_max_overdue_days)
 
 
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:
@@ -96,10 +148,11 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
     unit of work rolls back: the log and the result say what would have happened.
     """
     result = SweepResult(KIND)
-    until = now - dt.timedelta(minutes=settings.suspend_grace_minutes)
+    oldest, until = overdue_window(now, settings)
     with db.unit_of_work(database, dry_run=settings.dry_run) as cur:
+        _log_too_old(cur, database, now, settings)
         pipeline = Pipeline.open(cur, settings)
-        for cand in trunk_common.candidates(cur, _EPOCH, until):
+        for cand in trunk_common.candidates(cur, oldest, until, trunk_common.DISABLE):
             try:
                 with db.savepoint(cur, "trunk_suspend_item"):
                     _suspend(cur, pipeline, cand, now)

@@ -1,9 +1,11 @@
 """Alert 2, zero balance: the client has used up its money (prepay balance <= 0) or its
 credit (postpay balance <= allowed_credit). Clients with unlimited credit never get it.
 
-The episode rules are balance_common's (duplicate_days from client_low_balance_config
-applies here too); the UI's columns are client.zero_balance_notice_time (notices in the
-open episode, 0 when none) and client.zero_balance_notice_last_sent.
+Enabled by the v5 "Zero Balance Notification" checkbox (`client.zero_balance_notice`,
+nullable). The episode rules are balance_common's: one notice at once, then one per
+client-local day (duplicate_days from client_low_balance_config applies here too). The
+UI's columns: client.zero_balance_notice_time (notices in the open episode, 0 when none)
+and client.zero_balance_notice_last_sent. Sent to the partner's billing contact.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 
 from psycopg2 import sql
 
-from .. import db
+from .. import clock, db
+from . import recipients
 from .balance_common import BalanceRule
 
 KIND = "zero_balance"
@@ -26,7 +29,8 @@ def _threshold_problem(row: Mapping[str, Any]) -> str:
     return f"unknown client.mode {row['mode']!r} (1 = prepay, 2 = postpay)"
 
 
-def _record(cur: db.Cursor, row: Mapping[str, Any], now: dt.datetime, n: int) -> None:
+def _record(cur: db.Cursor, row: Mapping[str, Any], now: dt.datetime, n: int,
+            days: int) -> None:
     cur.execute("UPDATE client SET zero_balance_notice_time = %s, "
                 "zero_balance_notice_last_sent = %s WHERE client_id = %s",
                 (n, now, row["client_id"]))
@@ -35,8 +39,8 @@ def _record(cur: db.Cursor, row: Mapping[str, Any], now: dt.datetime, n: int) ->
 def _reset(cur: db.Cursor, ids: list[int]) -> int:
     cur.execute("UPDATE client SET zero_balance_notice_time = 0, "
                 "zero_balance_notice_last_sent = NULL WHERE client_id = ANY(%s) "
-                "AND (zero_balance_notice_time <> 0 OR zero_balance_notice_last_sent IS NOT NULL)",
-                (ids,))
+                "AND (coalesce(zero_balance_notice_time, 0) <> 0 "
+                "OR zero_balance_notice_last_sent IS NOT NULL)", (ids,))
     return cur.rowcount
 
 
@@ -44,13 +48,17 @@ RULE = BalanceRule(
     kind=KIND,
     template="zerobalance",
     title="zero balance",
-    enabled=sql.SQL("cl.zero_balance_notice"),
+    enabled=sql.SQL("coalesce(cl.zero_balance_notice, false)"),
     threshold=THRESHOLD,
-    provider_open=sql.SQL("cl.zero_balance_notice_time <> 0 "
-                          "OR cl.zero_balance_notice_last_sent IS NOT NULL"),
+    provider_open=sql.SQL("(coalesce(cl.zero_balance_notice_time, 0) <> 0 "
+                          "OR cl.zero_balance_notice_last_sent IS NOT NULL)"),
+    provider_last=sql.SQL("cl.zero_balance_notice_last_sent"),
+    provider_count=sql.SQL("coalesce(NULLIF(cl.zero_balance_notice_time, 0), 1)"),
     threshold_problem=_threshold_problem,
     record=_record,
     reset=_reset,
+    audience=lambda row: recipients.PARTNER,
+    next_due=lambda row, instant, zone: clock.next_at_hour(instant, 0, zone),
 )
 
 

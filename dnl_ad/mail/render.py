@@ -21,24 +21,30 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from email.utils import parseaddr
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-import html2text
-from jinja2 import FileSystemLoader, TemplateError, meta
+from jinja2 import FileSystemLoader, TemplateError, meta, pass_context
 from markupsafe import Markup
 
 from ..config import Settings
 from ..db import Cursor
 from ..notice import Notice
 from . import sandbox
+from .plaintext import html_to_text
 
 log = logging.getLogger(__name__)
 
 _BALANCE_TAGS = ("company_name", "client_name", "current_date", "date", "time", "now",
                  "balance", "notify_balance", "credit_limit", "allow_credit",
                  "remaining_credit", "payment_terms", "payment_term")
+
+# Tags every alert carries: the client's currency code (money tags print the bare amount,
+# so "{balance} {currency}" never shows the code twice).
+# The operator's own: switch name (signs the mail) and NOC address (the contact line).
+_COMMON_TAGS = ("currency", "switch_alias", "switch_ip", "noc_email")
 
 # Every tag PROVIDER_DB.md lists, per alert kind: what `{tag}` may name in a template.
 KNOWN_TAGS: dict[str, tuple[str, ...]] = {
@@ -68,6 +74,8 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
 }
+KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
+              for kind, tags in KNOWN_TAGS.items()}
 
 # mail_tmplate column prefix (Notice.template) -> alert kind (whose tags it may use).
 TEMPLATE_KINDS: dict[str, str] = {
@@ -101,14 +109,40 @@ def column(template: str, part: str) -> str:
 
 # --- value formatting ------------------------------------------------------------
 
-def format_money(value: Decimal) -> str:
-    """Two decimals, half up; negatives in parentheses: Decimal('-12.5') -> '(12.50)'."""
+# An amount at or beyond this is bad data (numeric(30,6) allows 1e24; no carrier bills it).
+MAX_AMOUNT = Decimal("1e15")
+
+
+class BadAmount(ValueError):
+    """A money value that is no amount (NaN, infinite, or abs >= MAX_AMOUNT): bad data.
+
+    Raised instead of printing an empty or absurd amount; the pipeline records that one
+    notice as failed and names the client and the tag (`tag`, set by display_values).
+    """
+
+    def __init__(self, value: object, tag: str = "") -> None:
+        self.value = value
+        self.tag = tag
+        where = f"tag {tag} " if tag else ""
+        super().__init__(f"{where}is {value!s:.40}, not an amount (finite, below "
+                         f"{MAX_AMOUNT:.0e} in absolute value)")
+
+
+def check_amount(value: object, tag: str = "") -> Decimal:
+    """`value` as a Decimal, or BadAmount when it is not a plausible amount."""
     try:
-        q = Decimal(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        amount = Decimal(value)  # type: ignore[arg-type]
     except (InvalidOperation, ValueError, TypeError):
-        return ""
-    if not q.is_finite():
-        return ""
+        raise BadAmount(value, tag) from None
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+        raise BadAmount(value, tag)
+    return amount
+
+
+def format_money(value: Decimal) -> str:
+    """Two decimals, half up; negatives in parentheses: Decimal('-12.5') -> '(12.50)'.
+    BadAmount for NaN, Infinity and abs >= MAX_AMOUNT (never an empty amount)."""
+    q = check_amount(value).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if q < 0:
         return f"({-q:.2f})"
     return f"{abs(q):.2f}"  # abs: no "-0.00"
@@ -124,13 +158,36 @@ class Money(Decimal):
         return format_money(self)
 
 
-def html_to_text(html: str) -> str:
-    """Plain text for the text/plain part (html2text: links kept, no hard wrapping)."""
-    conv = html2text.HTML2Text()
-    conv.body_width = 0
-    conv.ignore_images = True
-    conv.unicode_snob = True
-    return conv.handle(str(html)).strip() + "\n"
+@pass_context
+def money_filter(context: Any, value: Any) -> Any:
+    """`{{ balance|money }}`: an amount with the client's currency code ('12.34 USD',
+    '(5.50) USD'); just the amount when the code is empty; a non-amount (e.g. 'unknown')
+    as it is. In HTML a no-break space keeps the code on the amount's line."""
+    if not isinstance(value, Decimal):
+        return value
+    code = " ".join(str(context.get("currency") or "").split())
+    amount = format_money(value)
+    if not code:
+        return amount
+    if context.eval_ctx.autoescape:
+        return Markup("{}&nbsp;{}").format(amount, code)
+    return f"{amount} {code}"
+
+
+_ABSOLUTE_URL = re.compile(r"(?i)^(https?|ftp)://[^\s/?#]+[^\s]*$")
+
+
+def is_absolute_url(value: object) -> bool:
+    """`{% if link is absolute_url %}`: a link a mail reader can open (http, https or ftp
+    with a host). A relative link ('/rates/x.csv') means nothing outside the portal."""
+    return isinstance(value, str) and bool(_ABSOLUTE_URL.match(value.strip()))
+
+
+def _add_helpers(env: sandbox.BoundedSandbox) -> sandbox.BoundedSandbox:
+    """The project's filters and tests, for default and operator templates alike."""
+    env.filters["money"] = sandbox.guarded_filter("money", money_filter)
+    env.tests["absolute_url"] = is_absolute_url
+    return env
 
 
 def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
@@ -139,6 +196,7 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
     Decimal = money (two decimals, negatives in parentheses); int as is; str already
     formatted (escaped in HTML); Markup = trusted HTML fragment (as is in HTML, converted
     to text in the text part); None = empty; a stray datetime prints without microseconds.
+    A Decimal that is no amount (NaN, infinite, too large) raises BadAmount naming the tag.
     """
     out: dict[str, Any] = {}
     for key, value in context.items():
@@ -147,7 +205,7 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
         elif isinstance(value, Markup):
             value = value if html else html_to_text(value).strip()
         elif isinstance(value, Decimal):
-            value = Money(value)
+            value = Money(check_amount(value, key))
         elif isinstance(value, dt.datetime):
             value = value.replace(microsecond=0).strftime("%Y-%m-%d %H:%M:%S %z").strip()
         elif isinstance(value, dt.date):
@@ -160,16 +218,47 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
 
 @cache
 def _operator_env(html: bool) -> sandbox.BoundedSandbox:
-    return sandbox.BoundedSandbox(autoescape=html)
+    return _add_helpers(sandbox.BoundedSandbox(autoescape=html))
+
+
+def account_name(client_name: object, company_name: object) -> str:
+    """How the default templates name an account: 'acme (Acme Telecom Ltd)', or one of
+    the two when the other is empty or the same."""
+    client = " ".join(str(client_name or "").split())
+    company = " ".join(str(company_name or "").split())
+    if client and company and company != client:
+        return f"{client} ({company})"
+    return client or company
+
+
+def contact_addresses(text: object) -> tuple[str, ...]:
+    """`noc_email|addresses`: the free-text address field ('a@x.com; B <b@y.com>') as bare
+    addresses; a piece that is no address is kept as written (it is the operator's text)."""
+    return _contact_addresses(str(text or ""))
+
+
+@lru_cache(maxsize=64)  # one system_parameter value for every notice of a sweep
+def _contact_addresses(text: str) -> tuple[str, ...]:
+    found = []
+    for piece in re.split(r"[;,]", text):
+        piece = " ".join(piece.split())
+        if not piece:
+            continue
+        _, addr = parseaddr(piece)
+        found.append(addr if addr and "@" in addr else piece)
+    return tuple(dict.fromkeys(found))
 
 
 @lru_cache(maxsize=8)
 def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
-    return sandbox.BoundedSandbox(
+    env = _add_helpers(sandbox.BoundedSandbox(
         loader=FileSystemLoader(template_dir),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         keep_trailing_newline=True,
-    )
+    ))
+    env.globals["account"] = account_name
+    env.filters["addresses"] = sandbox.guarded_filter("addresses", contact_addresses)
+    return env
 
 
 def to_jinja(source: str, kind: str) -> tuple[str, list[str]]:
@@ -265,7 +354,7 @@ class MailConfig:
         cur.execute("SELECT * FROM mail_sender")
         sender_rows = {str(r["id"]): dict(r) for r in cur.fetchall()}
         senders = {k: r["email"] for k, r in sender_rows.items()}
-        cur.execute("SELECT * FROM system_parameter LIMIT 1")
+        cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
         system = dict(cur.fetchone() or {})
         return cls(templates, senders, system, Path(settings.template_dir),
                    default_from=settings.smtp_from, max_recipients=settings.max_recipients,
@@ -322,6 +411,21 @@ class Rendered:
     source: str = "default"  # "operator", "default" or "operator+default" (per part)
 
 
+def unrendered(notice: Notice, config: MailConfig) -> Rendered:
+    """What is recorded for a notice that cannot be rendered (bad data): a plain subject
+    naming the alert and the client, no body."""
+    name = clean_name(notice.context.get("company_name") or notice.context.get("client_name"))
+    return Rendered(subject=_default_subject(notice.kind, {"company_name": name}), html="",
+                    text="", cc=str(config.part(notice.template, "cc") or ""),
+                    from_id=(str(config.part(notice.template, "from")).strip()
+                             if config.part(notice.template, "from") is not None else None),
+                    source="none")
+
+
+def clean_name(value: object) -> str:
+    return " ".join(str(value or "").split())
+
+
 def _default_subject(kind: str, values: Mapping[str, Any]) -> str:
     name = values.get("company_name") or values.get("client_name") or ""
     return f"{kind.replace('_', ' ').capitalize()}: {name}".strip(": ")
@@ -356,7 +460,8 @@ def _render_operator(template: Any, values: Mapping[str, Any], notice: Notice,
 
 
 def render_notice(notice: Notice, config: MailConfig) -> Rendered:
-    """Subject, HTML and text for one notice (never raises for template problems)."""
+    """Subject, HTML and text for one notice. Never raises for template problems (they
+    fall back to the default template); raises BadAmount for bad data, before rendering."""
     kind = notice.kind
     compiled = config.compiled(notice.template, kind)
     html_values = display_values(notice.context, html=True)

@@ -27,7 +27,10 @@ from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.environment import Environment
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -137,6 +140,11 @@ def _bounded_size(value: Any) -> Any:
     return _check_result("'~' concatenation", value)
 
 
+def guarded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that charges the render's budget and refuses oversized results."""
+    return _guard_filter(name, func)
+
+
 def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @wraps(func)  # keeps jinja_pass_arg (pass_context & co.)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -153,12 +161,11 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _is_jinja_internal(obj: Any) -> bool:
-    from jinja2.environment import Environment
-    from jinja2.nodes import EvalContext
-    from jinja2.runtime import Context
+_JINJA_INTERNALS = (Context, Environment, EvalContext)
 
-    return isinstance(obj, Context | Environment | EvalContext)
+
+def _is_jinja_internal(obj: Any) -> bool:
+    return isinstance(obj, _JINJA_INTERNALS)
 
 
 class _BoundingTransformer(NodeTransformer):

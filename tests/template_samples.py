@@ -1,0 +1,96 @@
+"""Realistic contexts for every alert kind, typed as the alert modules pass them (money as
+Decimal, counts as int, times as text): what a customer's mail is made of."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from markupsafe import Markup
+
+from dnl_ad.notice import Notice
+from tests.mail_helpers import NOW
+
+TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
+                     "usage_summary": "auto_summary", "balance_summary": "auto_balance",
+                     "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
+                     "trunk_suspended": "no_download_rate"}
+
+# What the lead's alert layer adds to every context (may be empty strings).
+OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
+            "noc_email": "noc@carrier.example"}
+
+_BALANCE = {
+    "company_name": "Acme Telecom Ltd", "client_name": "acme",
+    "current_date": "2026-03-02", "date": "2026-03-02", "time": "16:00:00",
+    "now": "2026-03-02 16:00:00",
+    "balance": Decimal("-5.5"), "notify_balance": Decimal("100"),
+    "credit_limit": Decimal("1000"), "allow_credit": Decimal("1000"),
+    "remaining_credit": Decimal("994.5"), "payment_terms": "Net 15", "payment_term": "Net 15",
+}
+
+_DAILY = {
+    "company_name": "Acme Telecom Ltd", "client_name": "acme",
+    "begin_time": "2026-03-01 00:00:00", "end_time": "2026-03-01 23:59:59",
+    "customer_gmt": "GMT+08:00", "credit_limit": Decimal("1000"),
+    "allowed_credit": Decimal("1000"), "balance": Decimal("2345.678"),
+    "remaining_credit": Decimal("3345.68"), "current_day": "2026-03-01",
+}
+
+_TRUNK = {
+    "company_name": "Acme Telecom Ltd", "client_name": "acme", "trunk_name": "acme-in",
+    "rate_update_file_name": "acme_rates_20260301.csv",
+    "rate_download_deadline": "2026-03-04 07:59:59 GMT+08:00",
+    "download_deadline": "2026-03-04 07:59:59 GMT+08:00",
+    "effective_date": "2026-03-04 07:59:59 GMT+08:00",
+    "rate_download_link": "https://portal.carrier.example/rates/acme_rates_20260301.csv",
+    "download_url": "https://portal.carrier.example/rates/acme_rates_20260301.csv",
+    "allowed_ip": "198.51.100.7", "prefix": "0044",
+}
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "low_balance": {**_BALANCE, "balance": Decimal("55.25"),
+                    "remaining_credit": Decimal("1055.25")},
+    "zero_balance": {**_BALANCE, "notify_balance": Decimal("0")},
+    "usage_summary": {
+        **_DAILY,
+        "total_call_buy": 1200, "total_not_zero_calls_buy": 800,
+        "total_success_call_buy": 790, "total_billed_min_buy": "2400.50",
+        "total_billed_amount_buy": Decimal("120.0123"), "buy_total_duration": "2390.25",
+        "total_call_sell": 30, "total_not_zero_calls_sell": 12, "total_success_call_sell": 12,
+        "total_billed_min_sell": "40.00", "total_billed_amount_sell": Decimal("2.4"),
+        "sell_total_duration": "39.10",
+    },
+    "balance_summary": {
+        **_DAILY, "start_time": "2026-03-01 00:00:00",
+        "beginning_balance": Decimal("2468.08"), "beginning_of_day_balance": Decimal("2468.08"),
+        "begining_of_day": "2026-03-01 00:00:00", "beginning_of_day": "2026-03-01 00:00:00",
+        "buy_amount": Decimal("120.0123"), "sell_amount": Decimal("2.4"),
+        "ending_balance": Decimal("2345.678"), "current_balance": Decimal("2345.678"),
+        "current_time": "2026-03-02 08:00:00",
+    },
+    "cdr_delivery": {
+        "company_name": "Acme Telecom Ltd", "client_name": "acme",
+        "begin_time": "2026-03-01 00:00:00", "end_time": "2026-03-01 23:59:59",
+        "customer_gmt": "GMT+08:00", "cdr_count": 1234,
+        "download_link": Markup('<ul><li><a href="https://cdr.carrier.example/d/1">acme-in</a>'
+                                '</li><li><a href="https://cdr.carrier.example/d/2">acme-out'
+                                '</a></li></ul>'),
+        "file_name": "acme-in_20260301.csv, acme-out_20260301.csv",
+        "share_link": "https://cdr.carrier.example/d/1", "trunk_name": "acme-in,acme-out",
+        "current_day": "2026-03-01",
+    },
+    "trunk_pending": dict(_TRUNK),
+    "trunk_suspended": {k: v for k, v in _TRUNK.items()
+                        if k not in ("download_deadline", "rate_download_link", "download_url",
+                                     "allowed_ip", "prefix")},
+}
+
+
+def sample(kind: str, *, client_id: int = 7, **changes: Any) -> Notice:
+    """A notice of `kind` with the realistic context, the operator's keys, and `changes`."""
+    context = {**SAMPLES[kind], **OPERATOR, **changes}
+    return Notice(kind=kind, dedupe_key=f"{kind}:{client_id}:sample",
+                  template=TEMPLATE_FOR_KIND[kind], client_id=client_id,
+                  recipients=f"billing@client{client_id}.example", context=context,
+                  decided_at=NOW, alert_rule=f"{kind} sample")
