@@ -93,11 +93,13 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
                    "file: name the PEM file of the CA that signed the server's certificate")
     sender = (str(system.get("fromemail") or "").strip() or settings.smtp_from
               or "postmaster@" + (config.helo_name or smtp.default_helo_name()))
+    session = smtp.Session(config)
     try:
-        features = smtp.Session(config).probe(sender)
+        features = session.probe(sender)
     except smtp.SessionError as exc:
         return Row("smtp", FAIL, db.scrub(str(exc)))
     auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
+    auth += " over TLS" if session.tls else " without TLS"
     return Row("smtp", OK, f"{config.where}: EHLO as {config.helo_name or smtp.default_helo_name()}"
                f" ok, {auth}, MAIL FROM:<{sender}> and RSET ok; "
                f"server offers {', '.join(features) or 'no extensions'}")

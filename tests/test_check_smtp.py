@@ -38,6 +38,7 @@ def test_check_passes_and_says_what_it_did(smtp) -> None:
     row = check.check_smtp(_cfg(smtp, smtp_helo_name="mail.carrier.example"), SYSTEM)
     assert row.status == check.OK, row.detail
     assert "EHLO as mail.carrier.example" in row.detail and "RSET ok" in row.detail
+    assert "without TLS" in row.detail
 
 
 def test_delivery_says_smtp_helo_name(database, settings, conn, smtp) -> None:
@@ -58,3 +59,11 @@ def test_default_helo_name_is_the_fqdn() -> None:
 def test_check_names_a_missing_smtp_ca_file(smtp, tmp_path) -> None:
     row = check.check_smtp(_cfg(smtp, smtp_ca_file=str(tmp_path / "nope.pem")), SYSTEM)
     assert row.status == check.FAIL and "SMTP_CA_FILE=" in row.detail
+
+
+def test_check_says_tls_when_starttls_was_used(server_ctx, ca, tmp_path) -> None:  # noqa: F811
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    with SmtpSink(tls_context=server_ctx, require_starttls=True) as sink:
+        row = check.check_smtp(_cfg(sink, smtp_ca_file=str(path)), SYSTEM)
+    assert row.status == check.OK and "over TLS" in row.detail, row.detail

@@ -224,6 +224,7 @@ class Session:
         self.connections = 0
         self.max_per_connection = max_per_connection  # SMTP_MAX_PER_SESSION (0: no limit)
         self._sent_here = 0  # messages on the current connection
+        self.tls = False  # the last connection runs over TLS
         self._smtp: smtplib.SMTP | None = None
 
     def __enter__(self) -> Session:
@@ -275,6 +276,7 @@ class Session:
             raise SessionError(f"SMTP {c.where}: cannot connect: "
                                f"{type(exc).__name__}: {exc}") from None
         self.connections += 1
+        self.tls = tls
         log.debug("SMTP connected to %s (connection %d)", c.where, self.connections)
         return smtp
 
