@@ -1,20 +1,24 @@
 """Benchmark: notices delivered per second by dnl_ad.delivery through a real SMTP sink,
 beside a bare smtplib loop sending the same messages to the same sink.
 
-    .venv/bin/python bench/bench_delivery.py [N]      (default N = 2000)
+    .venv/bin/python bench/bench_delivery.py [N] [--latency-ms MS] [--sessions 1,4,8]
 
-Both sides use one SMTP connection. The bare loop only does MAIL/RCPT/DATA; delivery
-also claims the rows (FOR UPDATE SKIP LOCKED), records every outcome in the outbox and
-writes an email_log row per notice. The ratio says what that bookkeeping costs. Queueing
-(render + build + enqueue) is timed too, as notices per second.
+N notices (default 2000). The bare loop uses one connection and only does
+MAIL/RCPT/DATA; delivery also claims the rows (FOR UPDATE SKIP LOCKED), records every
+outcome in the outbox and writes an email_log row per notice, over SMTP_SESSIONS
+parallel sessions (each value of --sessions is one run, the outbox refilled between
+runs). --latency-ms makes the sink wait that long before answering each DATA, as a
+real relay across a network does: then one session is bounded by its round trips and
+parallel sessions pay off. Queueing (render + build + enqueue) is timed too.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
+import multiprocessing
 import smtplib
-import sys
 from decimal import Decimal
 
 from _support import bench_settings, populate, provider_database, stopwatch
@@ -46,6 +50,7 @@ def _provider_rows(cur: db.Cursor) -> None:
 def _queue(database: db.Database, settings: Settings, notices: list[Notice]) -> None:
     """Render, build and enqueue every notice in one transaction, as a sweep does."""
     with database.transaction() as cur:
+        cur.execute("TRUNCATE dnl_ad.outbox, dnl_ad.smtp_backoff, email_log")
         pipeline = Pipeline.open(cur, settings)
         for notice in notices:
             pipeline.queue(cur, notice)
@@ -65,29 +70,81 @@ def _bare_send(host: str, port: int, messages: list[tuple[str, list[str], bytes]
             smtp.sendmail(from_addr, to, raw)
 
 
-def main(n: int) -> None:
+def _serve_sink(latency: float, commands, answers) -> None:
+    """The sink in its own process (as a relay is): the sender's threads do not share
+    its interpreter lock. Commands: 'reset', 'count', 'stop'."""
+    with SmtpSink() as sink:
+        sink.set_latency(latency)
+        answers.put((sink.host, sink.port))
+        while (command := commands.get()) != "stop":
+            if command == "reset":
+                sink.reset()
+                sink.set_latency(latency)
+                answers.put(0)
+            else:
+                answers.put(len(sink.messages))
+
+
+class _RemoteSink:
+    def __init__(self, latency: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.commands, self.answers = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_serve_sink,
+                                   args=(latency, self.commands, self.answers))
+        self.process.start()
+        self.host, self.port = self.answers.get(timeout=60)
+
+    def ask(self, command: str) -> int:
+        self.commands.put(command)
+        return self.answers.get(timeout=60)
+
+    def stop(self) -> None:
+        self.commands.put("stop")
+        self.process.join(30)
+
+
+def main(n: int, latency_ms: float, sessions: list[int]) -> None:
     logging.basicConfig(level=logging.WARNING)
+    runs: list[tuple[int, float, int]] = []
     with provider_database("bench_delivery") as (dsn, tmp):
         populate(dsn, _provider_rows)
         database = db.Database(dsn)
-        with SmtpSink() as sink:
-            settings = bench_settings(dsn, tmp, sink, delivery_batch=n)
+        sink = _RemoteSink(latency_ms / 1000)
+        try:
             notices = _notices(n)
-            _, queue_s = stopwatch(lambda: _queue(database, settings, notices))
+            queue_s = 0.0
+            for count in sessions:
+                settings = bench_settings(dsn, tmp, sink, delivery_batch=n,
+                                          smtp_sessions=count)
+                _, queue_s = stopwatch(lambda s=settings: _queue(database, s, notices))
+                sink.ask("reset")
+                result, deliver_s = stopwatch(
+                    lambda s=settings: delivery.deliver(database, s, now=NOW))
+                assert result.sent == n and sink.ask("count") == n, result
+                runs.append((count, deliver_s, result.connections))
             messages = _outbox(database)
-            result, deliver_s = stopwatch(lambda: delivery.deliver(database, settings, now=NOW))
-            assert result.sent == n and result.connections == 1, result
-            sink.reset()
+            sink.ask("reset")
             _, bare_s = stopwatch(lambda: _bare_send(sink.host, sink.port, messages))
-            assert len(sink.messages) == n
+            assert sink.ask("count") == n
+        finally:
+            sink.stop()
         database.close()
 
-    print(f"notices: {n}, one SMTP connection each way, loopback aiosmtpd sink")
+    print(f"notices: {n}, loopback aiosmtpd sink (own process) answering each DATA after "
+          f"{latency_ms:g} ms")
     print(f"  queue (render + MIME + enqueue, one transaction): {n / queue_s:9.0f} notices/s")
-    print(f"  dnl_ad.delivery.deliver (claim, send, record):    {n / deliver_s:9.0f} notices/s")
-    print(f"  bare smtplib loop (send only):                    {n / bare_s:9.0f} notices/s")
-    print(f"  ratio deliver / bare:                             {bare_s / deliver_s:9.2f}")
+    print(f"  bare smtplib loop, one connection (send only):    {n / bare_s:9.0f} notices/s")
+    for count, deliver_s, connections in runs:
+        label = f"  deliver, SMTP_SESSIONS={count} ({connections} connection(s)):"
+        print(f"{label:<52}{n / deliver_s:9.0f} notices/s  "
+              f"({bare_s / deliver_s:.2f}x bare)")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=2000)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--sessions", default="1",
+                        help="comma-separated SMTP_SESSIONS values, one run each")
+    args = parser.parse_args()
+    main(args.n, args.latency_ms, [int(v) for v in args.sessions.split(",")])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from decimal import Decimal
@@ -114,12 +115,20 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
         return Row("smtp", FAIL, str(exc))
     if not config.host:
         return Row("smtp", FAIL, "no SMTP host: set SMTP_HOST or system_parameter.smtphost")
+    if settings.smtp_ca_file and not os.path.isfile(settings.smtp_ca_file):
+        return Row("smtp", FAIL, f"SMTP_CA_FILE={settings.smtp_ca_file!r} is not a readable "
+                   "file: name the PEM file of the CA that signed the server's certificate")
+    sender = (str(system.get("fromemail") or "").strip() or settings.smtp_from
+              or "postmaster@" + (config.helo_name or smtp.default_helo_name()))
+    session = smtp.Session(config)
     try:
-        features = smtp.Session(config).probe()
+        features = session.probe(sender)
     except smtp.SessionError as exc:
         return Row("smtp", FAIL, db.scrub(str(exc)))
     auth = f"logged in as {config.user}" if config.user else "no AUTH configured"
-    return Row("smtp", OK, f"{config.where}: EHLO ok, {auth}; "
+    auth += " over TLS" if session.tls else " without TLS"
+    return Row("smtp", OK, f"{config.where}: EHLO as {config.helo_name or smtp.default_helo_name()}"
+               f" ok, {auth}, MAIL FROM:<{sender}> and RSET ok; "
                f"server offers {', '.join(features) or 'no extensions'}")
 
 

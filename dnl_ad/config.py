@@ -277,6 +277,17 @@ class Settings:
     config_path: str = ""
     # keys of the ini file and DNL_AD_* variables that were ignored as unknown (check FAILs)
     unknown_keys: tuple[str, ...] = ()
+    # --- delivery and SMTP (issue 16) ---
+    delivery_max_age_hours: int = 72
+    smtp_backoff_max_seconds: int = 300
+    smtp_allow_plain_auth: bool = False
+    smtp_ca_file: str = ""
+    smtp_helo_name: str = ""
+    max_recipients: int = 50
+    reply_to: str = ""
+    smtp_sessions: int = 4
+    smtp_max_per_session: int = 0
+    smtp_rate_limit: float = 0.0
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -288,6 +299,25 @@ def _schema_name(raw: str) -> str:
     if not v or not (v[0].isalpha() or v[0] == "_") or not all(c.isalnum() or c == "_" for c in v):
         raise ValueError("a plain schema name (letters, digits, underscore)")
     return v.lower()
+
+
+def _rate(raw: str) -> float:
+    expected = "messages per second, a number >= 0 (0: no limit)"
+    try:
+        value = float(raw.strip() or "0")
+    except ValueError:
+        raise ValueError(expected) from None
+    if not 0 <= value <= 100_000 or value != value:
+        raise ValueError(expected)
+    return value
+
+
+def _helo_name(raw: str) -> str:
+    v = raw.strip()
+    if v and not all(c.isalnum() or c in ".-[]:" for c in v):
+        raise ValueError("a host name such as mail.carrier.example (or empty: this host's "
+                         "fully qualified name)")
+    return v
 
 
 # key -> (field name, parser). One place lists every key; README and dnl_ad.ini document them.
@@ -305,7 +335,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_USER": ("smtp_user", _str),
     "SMTP_PASSWORD": ("smtp_password", lambda raw: raw),
     "SMTP_SECURITY": ("smtp_security", lambda raw: "" if not raw.strip()
-                      else _choice("none", "starttls", "ssl")(raw)),
+                      else _choice("none", "auto", "starttls", "ssl")(raw)),
     "SMTP_FROM": ("smtp_from", _str),
     "SMTP_VERIFY": ("smtp_verify", _bool),
     "SMTP_TIMEOUT_SECONDS": ("smtp_timeout_seconds", _int_range(1, 600)),
@@ -343,9 +373,20 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HA_TAKEOVER_SECONDS": ("ha_takeover_seconds", _int_range(10, 3600)),
     "METRICS_PORT": ("metrics_port", lambda raw: _int_range(0, 65535)(raw or "0")),
     "METRICS_ADDRESS": ("metrics_address", lambda raw: raw.strip() or "127.0.0.1"),
+    # --- delivery and SMTP (issue 16) ---
+    "DELIVERY_MAX_AGE_HOURS": ("delivery_max_age_hours", _int_range(1, 24 * 31)),
+    "SMTP_BACKOFF_MAX_SECONDS": ("smtp_backoff_max_seconds", _int_range(1, 86400)),
+    "SMTP_ALLOW_PLAIN_AUTH": ("smtp_allow_plain_auth", _bool),
+    "SMTP_CA_FILE": ("smtp_ca_file", _str),
+    "SMTP_HELO_NAME": ("smtp_helo_name", _helo_name),
+    "MAX_RECIPIENTS": ("max_recipients", _int_range(1, 1000)),
+    "REPLY_TO": ("reply_to", _str),
+    "SMTP_SESSIONS": ("smtp_sessions", _int_range(1, 32)),
+    "SMTP_MAX_PER_SESSION": ("smtp_max_per_session", _int_range(0, 1_000_000)),
+    "SMTP_RATE_LIMIT": ("smtp_rate_limit", _rate),
 }
 
-_PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir"}
+_PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}
 
 
 # Keys of the invented CDR API protocol the first versions spoke: still read, no longer needed.
@@ -446,7 +487,7 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         values[field] = parsed
     for field in _PATH_FIELDS - values.keys():
         default = getattr(Settings, field)
-        if not Path(default).is_absolute():
+        if default and not Path(default).is_absolute():
             values[field] = str(base / default)
     settings = Settings(**values)
     if settings.retry_max_seconds < settings.retry_base_seconds:

@@ -217,10 +217,18 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
     started = [False]
 
     def activate() -> None:
-        """Startup (migrations, version row), once, when this daemon first is active."""
+        """Startup (migrations, version row), once, when this daemon first is active; and,
+        each time it becomes the active one, the leases of dead deliverers released."""
         if not started[0]:
             startup(database, settings, dt.datetime.now(dt.timezone.utc))
             started[0] = True
+        if not settings.dry_run:
+            # only the active daemon (advisory lock holder) may do this: no other deliverer
+            # lives, so the leases of one that died (kill -9) are released at once, not
+            # after 300 s
+            from .delivery import release_dead_leases
+
+            release_dead_leases(database, settings)
 
     def fail(reason: str) -> int:
         log.error("%s", reason)

@@ -168,6 +168,11 @@ class Database:
         raise AssertionError("unreachable")
 
     def _mark_down(self, exc: BaseException) -> None:
+        # "cursor already closed" only says a cursor was used after the loss: name the
+        # error that reported the loss itself when there is one
+        while isinstance(exc, psycopg2.InterfaceError) and \
+                isinstance(exc.__context__, CONNECTION_ERRORS):
+            exc = exc.__context__
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.error("database %s is unreachable: %s", self.safe_name,
@@ -261,7 +266,9 @@ def savepoint(cur: Cursor, name: str = "dnl_ad_item") -> Iterator[None]:
     cur.execute(sql.SQL("SAVEPOINT {}").format(ident))
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
+        if cur.connection.closed or is_connection_error(exc):
+            raise  # nothing to roll back on a lost connection; keep the real cause
         cur.execute(sql.SQL("ROLLBACK TO SAVEPOINT {}").format(ident))
         raise
     cur.execute(sql.SQL("RELEASE SAVEPOINT {}").format(ident))

@@ -5,18 +5,27 @@ Life of a row:
 1. `enqueue` inserts it in the caller's transaction, ON CONFLICT (dedupe_key) DO NOTHING:
    "queued once" is a database property. A notice that cannot be sent at all (no valid
    recipient) is inserted as failed, with its email_log row, in the same transaction.
-2. `claim` takes due pending rows with FOR UPDATE SKIP LOCKED and sets a lease in a
-   short transaction; SMTP then runs with no transaction open. Two deliverers never take
-   the same row; a deliverer that dies mid-batch leaves leases that expire, and the rows
-   are claimed again.
+   It keeps the mail_sender id of its From (`sender_id`), so delivery knows the server.
+2. `claim` takes due pending rows with FOR UPDATE SKIP LOCKED and sets a lease and a new
+   claim token in a short transaction; SMTP then runs with no transaction open. Two
+   deliverers never take the same row; a deliverer that dies mid-batch leaves leases
+   that expire (or that the next active daemon frees at start: `release_dead_leases`),
+   and the rows are claimed again.
 3. `mark` records each outcome (sent / retry at a later time / failed) and clears the
-   lease; `log_outcomes` writes the provider's email_log rows for final outcomes.
+   lease, only on rows still under the caller's claim token (a deliverer whose lease ran
+   out and whose rows were claimed since marks nothing); `log_outcomes` writes the
+   provider's email_log rows for final outcomes.
+4. `defer` gives rows back untouched but for the server's trouble in `last_error` (the
+   server was unreachable, closing or rate-limiting: no attempt is charged), and
+   `server_trouble` / `server_ok` keep the server-wide backoff (table smtp_backoff).
+5. `expire` ends, by age only, a notice that could not be delivered in time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from psycopg2 import sql
@@ -32,6 +41,10 @@ PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 def _table(schema: str) -> sql.Composed:
     return sql.SQL("{}.outbox").format(sql.Identifier(schema))
+
+
+def _backoff_table(schema: str) -> sql.Composed:
+    return sql.SQL("{}.smtp_backoff").format(sql.Identifier(schema))
 
 
 @dataclass(frozen=True)
@@ -62,16 +75,16 @@ def enqueue(cur: Cursor, schema: str, notice: Notice, mail: Mail) -> bool:
             "INSERT INTO {} (dedupe_key, kind, client_id, resource_id, email_type, alert_rule,"
             " from_addr, to_addrs, cc_addrs, rejected_addrs, subject, text_body, html_body,"
             " message, message_id, status, last_error, next_attempt_at, created_at,"
-            " finished_at) "
+            " finished_at, sender_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s::text[], %s, %s, %s,"
-            " %s, %s, %s, %s, %s, %s, %s) "
+            " %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
         ).format(_table(schema)),
         (notice.dedupe_key, notice.kind, notice.client_id, notice.resource_id,
          EMAIL_TYPE[notice.kind], notice.alert_rule, mail.from_addr, mail.to, mail.cc,
          list(mail.rejected), mail.subject, mail.text, mail.html, mail.raw, mail.message_id,
          FAILED if failed else PENDING, mail.error or None, notice.decided_at,
-         notice.decided_at, notice.decided_at if failed else None),
+         notice.decided_at, notice.decided_at if failed else None, mail.sender_id or None),
     )
     new = cur.fetchone() is not None
     if new and failed:
@@ -113,6 +126,8 @@ class Claimed:
     html_body: str
     message: bytes
     attempts: int
+    token: str = ""  # the claim's token: marks and releases apply only while it holds
+    sender_id: str | None = None  # mail_sender id of the From (None: the default sender)
 
     @property
     def recipients(self) -> list[str]:
@@ -126,26 +141,40 @@ class Claimed:
 
 
 def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
-          lease: dt.timedelta) -> list[Claimed]:
-    """Take up to `limit` due rows (oldest first), leased until now + lease."""
+          lease: dt.timedelta, default_server: bool = True,
+          own_senders: Sequence[str] = (), all_own_senders: Sequence[str] = ()
+          ) -> list[Claimed]:
+    """Take up to `limit` due rows (oldest first), leased until now + lease, under a new
+    claim token.
+
+    Senders with their own SMTP server (`all_own_senders`, mail_sender ids) are claimed
+    only when listed in `own_senders`; every other row goes through the default server
+    and is claimed only when `default_server` (a server backed off is skipped)."""
+    token = uuid.uuid4().hex
     cur.execute(
         sql.SQL(
             "WITH due AS ("
             " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
             " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+            " AND (coalesce(sender_id, '') = ANY(%(own_ok)s::text[])"
+            "  OR (%(default_ok)s AND coalesce(sender_id, '') <> ALL(%(own_all)s::text[])))"
             " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            "UPDATE {t} AS o SET lease_until = %(until)s FROM due WHERE o.id = due.id "
+            "UPDATE {t} AS o SET lease_until = %(until)s, claim_token = %(token)s"
+            " FROM due WHERE o.id = due.id "
             "RETURNING o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
             " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
-            " o.html_body, o.message, o.attempts, o.next_attempt_at"
+            " o.html_body, o.message, o.attempts, o.next_attempt_at, o.sender_id"
         ).format(t=_table(schema)),
-        {"now": now, "limit": limit, "until": now + lease},
+        {"now": now, "limit": limit, "until": now + lease, "token": token,
+         "own_ok": list(own_senders), "own_all": list(all_own_senders),
+         "default_ok": default_server},
     )
     rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
     return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
                     r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
                     list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
-                    r["html_body"], bytes(r["message"]), r["attempts"]) for r in rows]
+                    r["html_body"], bytes(r["message"]), r["attempts"], token, r["sender_id"])
+            for r in rows]
 
 
 @dataclass(frozen=True)
@@ -162,45 +191,60 @@ class Mark:
     attempted_at: dt.datetime
 
 
-def mark(cur: Cursor, schema: str, marks: Iterable[Mark]) -> None:
-    """Record attempts (one statement for many rows) and clear their leases."""
+def mark(cur: Cursor, schema: str, marks: Iterable[Mark], token: str) -> set[int]:
+    """Record attempts (one statement for many rows) and clear their leases, only on rows
+    still held under claim `token` (a row another deliverer claimed since is left alone).
+    Returns the ids marked."""
     values = [(m.id, m.status, list(m.done_addrs), list(m.failed_addrs), m.attempts,
                m.next_attempt_at, m.last_error, m.attempted_at,
-               None if m.status == PENDING else m.attempted_at) for m in marks]
+               None if m.status == PENDING else m.attempted_at, token) for m in marks]
     if not values:
-        return
-    execute_values(
+        return set()
+    marked = execute_values(
         cur,
         sql.SQL(
             "UPDATE {} AS o SET status = v.status, done_addrs = v.done,"
             " failed_addrs = v.failed, attempts = v.attempts, next_attempt_at = v.next_at,"
             " last_error = v.err, last_attempt_at = v.tried, finished_at = v.fin,"
-            " lease_until = NULL "
-            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin)"
-            " WHERE o.id = v.id"
+            " lease_until = NULL, claim_token = NULL "
+            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin,"
+            " token) WHERE o.id = v.id AND o.claim_token = v.token AND o.status = 'pending'"
+            " RETURNING o.id"
         ).format(_table(schema)).as_string(cur),
         values,
         template="(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"
-                 " %s::text, %s::timestamptz, %s::timestamptz)",
+                 " %s::text, %s::timestamptz, %s::timestamptz, %s::text)",
+        fetch=True,
+        page_size=max(len(values), 1),
     )
+    return {r["id"] for r in marked}
 
 
-def release(cur: Cursor, schema: str, ids: Sequence[int],
-            lease_until: dt.datetime | None = None) -> None:
+def release(cur: Cursor, schema: str, ids: Sequence[int], token: str | None = None) -> None:
     """Give claimed rows back untouched (shutdown): the next run takes them at once.
 
-    With `lease_until` (the claim's lease), only rows still under that very lease are
-    freed: a row another deliverer has claimed since keeps its new lease.
+    With `token` (the claim's), only rows still under that very claim are freed: a row
+    another deliverer has claimed since keeps its new lease.
     """
     if not ids:
         return
-    if lease_until is None:
-        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)").format(
-            _table(schema)), (list(ids),))
+    if token is None:
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                            " WHERE id = ANY(%s)").format(_table(schema)), (list(ids),))
     else:
-        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL WHERE id = ANY(%s)"
-                            " AND lease_until = %s").format(_table(schema)),
-                    (list(ids), lease_until))
+        cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                            " WHERE id = ANY(%s) AND claim_token = %s").format(_table(schema)),
+                    (list(ids), token))
+
+
+def release_dead_leases(cur: Cursor, schema: str) -> int:
+    """Free every claimed-but-unfinished row at once (the leases of deliverers that died):
+    they are due again immediately instead of after the lease. Only the active daemon,
+    which knows no other deliverer lives, may call this. Returns how many rows."""
+    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
+                        " WHERE status = 'pending' AND lease_until IS NOT NULL").format(
+        _table(schema)))
+    return cur.rowcount
 
 
 def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
@@ -215,3 +259,75 @@ def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
             " status, error, subject, content, alert_rule) VALUES %s",
             values,
         )
+
+
+def defer(cur: Cursor, schema: str, ids: Sequence[int], token: str, why: str) -> int:
+    """Give claimed rows back without charging an attempt (server-wide trouble): they
+    stay due, their lease is cleared and `why` is kept as last_error. Only rows still
+    under this claim's lease are touched. Returns how many."""
+    if not ids:
+        return 0
+    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL,"
+                        " last_error = %s WHERE id = ANY(%s) AND claim_token = %s"
+                        " AND status = 'pending'").format(_table(schema)),
+                (why, list(ids), token))
+    return cur.rowcount
+
+
+def backed_off(cur: Cursor, schema: str, now: dt.datetime) -> dict[str, dt.datetime]:
+    """Servers in trouble whose next try is still ahead: server key -> next_try_at."""
+    cur.execute(sql.SQL("SELECT server, next_try_at FROM {} WHERE next_try_at > %s").format(
+        _backoff_table(schema)), (now,))
+    return {r["server"]: r["next_try_at"] for r in cur.fetchall()}
+
+
+def server_trouble(cur: Cursor, schema: str, server: str, now: dt.datetime, why: str,
+                   wait: Callable[[int], dt.timedelta], *, progressed: bool = False
+                   ) -> tuple[int, dt.datetime, bool]:
+    """Count one more server-wide failure; the next try waits `wait(failures)`. A session
+    that delivered something before the trouble (a rate limit after N messages) starts
+    the count again at 1. Returns (failures in a row, next try, trouble is new)."""
+    cur.execute(sql.SQL("SELECT failures FROM {} WHERE server = %s FOR UPDATE").format(
+        _backoff_table(schema)), (server,))
+    row = cur.fetchone()
+    failures = 1 if progressed or not row else row["failures"] + 1
+    next_try = now + wait(failures)
+    cur.execute(sql.SQL(
+        "INSERT INTO {} (server, failures, since, next_try_at, last_error)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (server) DO UPDATE SET"
+        " failures = EXCLUDED.failures, next_try_at = EXCLUDED.next_try_at,"
+        " last_error = EXCLUDED.last_error").format(_backoff_table(schema)),
+        (server, failures, now, next_try, why))
+    return failures, next_try, row is None
+
+
+def server_ok(cur: Cursor, schema: str, server: str) -> tuple[dt.datetime, int] | None:
+    """The server answered: end its trouble. Returns (since, failures) when it had some."""
+    cur.execute(sql.SQL("DELETE FROM {} WHERE server = %s RETURNING since, failures").format(
+        _backoff_table(schema)), (server,))
+    row = cur.fetchone()
+    return (row["since"], row["failures"]) if row else None
+
+
+def expire(cur: Cursor, schema: str, now: dt.datetime, max_age: dt.timedelta
+           ) -> list[tuple[str, LogEntry]]:
+    """End every pending, unclaimed notice queued more than `max_age` before `now`:
+    status failed, with its final email_log row. Returns (dedupe key, log entry) each."""
+    cur.execute(sql.SQL(
+        "UPDATE {} SET status = 'failed', finished_at = %(now)s, lease_until = NULL,"
+        " claim_token = NULL,"
+        " last_error = 'expired: not delivered within ' || %(hours)s || ' h'"
+        " || coalesce(' (last error: ' || last_error || ')', '')"
+        " WHERE status = 'pending' AND created_at <= %(limit)s"
+        " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+        " RETURNING dedupe_key, client_id, to_addrs, cc_addrs, email_type, alert_rule,"
+        " subject, html_body, last_error").format(_table(schema)),
+        {"now": now, "limit": now - max_age,
+         "hours": f"{max_age.total_seconds() / 3600:g}"})
+    found = [(r["dedupe_key"], LogEntry(now, r["client_id"],
+                                        list(r["to_addrs"]) + list(r["cc_addrs"]),
+                                        r["email_type"], r["alert_rule"], 1, r["last_error"],
+                                        "", r["subject"], r["html_body"]))
+             for r in cur.fetchall()]
+    log_outcomes(cur, [entry for _, entry in found])
+    return found

@@ -64,6 +64,16 @@ HA_STANDBY = on
 HA_TAKEOVER_SECONDS = 45
 METRICS_PORT = 9187
 METRICS_ADDRESS = 0.0.0.0
+DELIVERY_MAX_AGE_HOURS = 48
+SMTP_BACKOFF_MAX_SECONDS = 120
+SMTP_ALLOW_PLAIN_AUTH = true
+SMTP_CA_FILE = /etc/ssl/private-ca.pem
+SMTP_HELO_NAME = mail.carrier.example
+MAX_RECIPIENTS = 20
+REPLY_TO = noc@carrier.example
+SMTP_SESSIONS = 8
+SMTP_MAX_PER_SESSION = 100
+SMTP_RATE_LIMIT = 5
 """
 
 
@@ -104,6 +114,11 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         "cdr.switch.example", 18887, 18889)
     assert (s.ha_standby, s.ha_takeover_seconds) == (True, 45)
     assert (s.metrics_port, s.metrics_address) == (9187, "0.0.0.0")
+    assert (s.delivery_max_age_hours, s.smtp_backoff_max_seconds, s.smtp_allow_plain_auth,
+            s.smtp_ca_file, s.smtp_helo_name, s.max_recipients, s.reply_to) == (
+        48, 120, True, "/etc/ssl/private-ca.pem", "mail.carrier.example", 20,
+        "noc@carrier.example")
+    assert (s.smtp_sessions, s.smtp_max_per_session, s.smtp_rate_limit) == (8, 100, 5.0)
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
@@ -129,7 +144,7 @@ def test_loglevel_number(tmp_path: Path) -> None:
         ("BALANCE_CHECK_SECONDS", "often", "integer >= 1"),
         ("BALANCE_CHECK_SECONDS", "0", "integer >= 1"),
         ("SMTP_PORT", "70000", "<= 65535"),
-        ("SMTP_SECURITY", "tls13", "'none', 'starttls', 'ssl'"),
+        ("SMTP_SECURITY", "tls13", "'none', 'auto', 'starttls', 'ssl'"),
         ("DRY_RUN", "maybe", "a boolean"),
         ("CDR_DOWNLOAD_URL", "ftp://x", "http:// or https:// URL"),
         ("CONNECTION_STRING", "host=x = = y", "key=value"),

@@ -81,7 +81,8 @@ def test_status_says_the_role_and_kill_9_hands_over(pair, dsn) -> None:
     took = time.monotonic() - killed
     print(f"takeover after killed: {took:.1f} s")
     assert took < TAKEOVER
-    assert "now the active one" in log_of(b)
+    # the lock shows the new holder a moment before it has started up and said so
+    wait_for(lambda: "now the active one" in log_of(b), 10, "the standby to say it is active")
     assert f"(pid {pid_b}), active" in cli(b, "status").stdout
 
 

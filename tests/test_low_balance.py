@@ -360,10 +360,10 @@ def test_smtp_outage_keeps_the_decision_and_mail_goes_out_later(conn, database, 
     down = settings.replace(smtp_port=free_port())  # nothing listens there: an outage
     assert sweep(database, down).queued == 1
     outage = delivery.deliver(database, down, now=NOW)
-    assert (outage.sent, outage.retry) == (0, 1)
-    # the decision stands: queued once, provider columns written, nothing lost
+    assert (outage.sent, outage.deferred) == (0, 1)
+    # the decision stands: queued once, provider columns written, nothing lost or charged
     [row] = queued(conn, c["client_id"])
-    assert row["status"] == "pending" and row["attempts"] == 1
+    assert row["status"] == "pending" and row["attempts"] == 0
     assert provider(conn, c["client_id"])["last_lowbalance_time"] == NOW
     assert sweep(database, down, NOW + dt.timedelta(minutes=1)).queued == 0
     assert smtp.messages == []

@@ -1,11 +1,24 @@
 """MIME messages: a rendered notice -> the exact bytes the outbox stores and SMTP sends.
 
 multipart/alternative (text, then HTML), UTF-8 throughout, Date = the notice's decision
-instant, Message-ID derived from the dedupe key so a retry sends the same message. Header
+instant, Message-ID derived from the dedupe key so a retry sends the same message, From
+with its display name (mail_sender.name or system_parameter.emailname), Reply-To
+(REPLY_TO, else system_parameter.noc_email's first address). Header
 text loses CR/LF and other control characters before it reaches a header, so template
-or client data can never add a header. Addresses are parsed with email.utils and checked
+or client data can never add a header. Addresses are split outside quotes and angle
+brackets (`"Weird, Name" <w@x.com>` is one address), parsed with email.utils and checked
 against a plain syntax; invalid ones are dropped with a log line naming the alert, the
-client and the address.
+client and the address. An internationalised domain is sent in its ASCII (IDNA) form;
+an internationalised local part (`名前@例え.jp`) makes the message need SMTPUTF8, which
+delivery uses when the server offers it (else the notice fails, saying why). At most
+MAX_RECIPIENTS addresses per notice; the rest are logged and dropped.
+
+Headers: the body parts are built with the fast compat32 MIME classes; the address
+headers are written by us from parsed, validated addresses (one per folded line, UTF-8
+as is for SMTPUTF8), and a Subject that is not plain short ASCII, or that holds text
+looking like an RFC 2047 encoded word (`=?utf-8?b?...?=`), is itself encoded (folded
+encoded words, so a subject over 998 octets is still a valid header and a reader shows
+the look-alike as the literal text it is).
 """
 
 from __future__ import annotations
@@ -18,7 +31,7 @@ from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
-from email.utils import format_datetime, getaddresses
+from email.utils import format_datetime, formataddr, getaddresses
 from pathlib import Path
 
 from ..notice import Notice
@@ -27,6 +40,7 @@ from .render import MailConfig, Rendered
 log = logging.getLogger(__name__)
 
 # A pragmatic address syntax: dot-atom local part, a domain with at least one dot.
+# (A non-ASCII local part is checked by _utf8_local; a non-ASCII domain is IDNA-encoded.)
 _LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _ADDRESS = re.compile(rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+")
@@ -49,6 +63,7 @@ class Mail:
     raw: bytes
     rejected: tuple[str, ...] = ()
     error: str = ""
+    sender_id: str = ""  # the mail_sender id the From came from ("": the default sender)
 
     @property
     def recipients(self) -> list[str]:
@@ -61,37 +76,120 @@ def clean_header(text: object) -> str:
 
 
 def split_addresses(text: str | None) -> list[str]:
-    """billing_email text -> the pieces between `;` and `,` (not yet validated)."""
-    return [a.strip() for a in re.split(r"[;,]", text or "") if a.strip()]
+    """billing_email text -> the pieces between `;` and `,` outside quotes and angle
+    brackets (not yet validated)."""
+    pieces, current, quoted, angle, escaped = [], [], False, 0, False
+    for ch in text or "":
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            angle += 1
+        elif ch == ">" and not quoted and angle:
+            angle -= 1
+        elif ch in ";," and not quoted and not angle:
+            pieces.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+    pieces.append("".join(current))
+    return [p.strip() for p in pieces if p.strip()]
 
 
-def valid_address(candidate: str) -> str | None:
-    """The bare address if `candidate` ("a@b.com" or "Name <a@b.com>") is valid, else None."""
+_UTF8_LOCAL_BAD = re.compile(r'[\s()<>\[\]:;@\\,"]')
+
+
+def _ascii_domain(domain: str) -> str | None:
+    """The domain in ASCII (IDNA for an internationalised one), or None when invalid."""
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    return domain
+
+
+def _parse(candidate: str) -> tuple[str, str] | None:
+    """(display name, normalised address) when `candidate` is one valid address."""
     if _CONTROL.search(candidate):
         return None
     parsed = getaddresses([candidate])
     if len(parsed) != 1:
         return None
-    addr = parsed[0][1].strip()
-    if not addr or len(addr) > 254 or not _ADDRESS.fullmatch(addr):
+    name, addr = parsed[0][0].strip(), parsed[0][1].strip()
+    local, at, domain = addr.rpartition("@")
+    if not at or not local:
         return None
-    return addr
+    domain = _ascii_domain(domain)
+    if domain is None or not re.fullmatch(rf"{_LABEL}(?:\.{_LABEL})+", domain):
+        return None
+    if local.isascii():
+        if not re.fullmatch(_LOCAL, local):
+            return None
+    elif _UTF8_LOCAL_BAD.search(local) or local.startswith(".") or local.endswith(".") \
+            or ".." in local:
+        return None
+    addr = f"{local}@{domain}"
+    if len(addr.encode("utf-8")) > 254:
+        return None
+    return name, addr
+
+
+def valid_address(candidate: str) -> str | None:
+    """The bare address if `candidate` ("a@b.com" or "Name <a@b.com>") is valid, else None.
+    An internationalised domain comes back in its IDNA (ASCII) form."""
+    found = _parse(candidate)
+    return found[1] if found else None
+
+
+def needs_smtputf8(addresses: list[str]) -> bool:
+    """An address with a non-ASCII local part can only travel with SMTPUTF8."""
+    return any(not a.isascii() for a in addresses)
 
 
 def _addresses(pieces: list[str], notice: Notice, field: str,
-               seen: set[str], rejected: list[str]) -> list[str]:
+               seen: set[str], rejected: list[str]) -> list[tuple[str, str]]:
     good = []
     for piece in pieces:
-        addr = valid_address(piece)
-        if addr is None:
+        found = _parse(piece)
+        if found is None:
             rejected.append(piece)
             log.warning("%s client %s: invalid %s address %r dropped (key %s)", notice.kind,
                         notice.client_id, field, piece, notice.dedupe_key)
             continue
-        if addr.lower() not in seen:
-            seen.add(addr.lower())
-            good.append(addr)
+        if found[1].lower() not in seen:
+            seen.add(found[1].lower())
+            good.append(found)
     return good
+
+
+def _encoded(text: str) -> str:
+    """RFC 2047 encoded words for `text` (UTF-8, folded): a reader shows exactly `text`."""
+    return Header(text, "utf-8").encode(linesep="\r\n")
+
+
+def _needs_encoding(text: str) -> bool:
+    return (not text.isascii() or "=?" in text
+            or any(len(word) > 70 for word in text.split()))
+
+
+def format_address(name: str, addr: str) -> str:
+    """`Name <addr>` for a header: the name quoted, or encoded when it is not plain ASCII
+    or looks like an encoded word; the address as is (UTF-8 for SMTPUTF8)."""
+    name = clean_header(name)
+    if not name:
+        return addr
+    if _needs_encoding(name):
+        return f"{_encoded(name)} <{addr}>"
+    return formataddr((name, addr))
+
+
+def _address_header(field: str, formatted: list[str]) -> bytes:
+    """One address header, one address per folded line (never near the 998 limit)."""
+    return (f"{field}: " + ",\r\n ".join(formatted) + "\r\n").encode()
 
 
 def message_id(dedupe_key: str, from_addr: str) -> str:
@@ -105,27 +203,71 @@ def message_id(dedupe_key: str, from_addr: str) -> str:
 def sender(rendered: Rendered, config: MailConfig) -> str:
     """mail_sender via the template's _from id, else system_parameter.fromemail, else
     the ini's SMTP_FROM; the first that is a valid address."""
+    return _sender(rendered, config)[1]
+
+
+def _sender(rendered: Rendered, config: MailConfig) -> tuple[str, str]:
+    """(mail_sender id or "", address) of the notice's From; ("", "") when none is valid."""
     from_id = (rendered.from_id or "").strip()
     candidates = []
     if from_id and from_id.lower() != "default":
-        candidates.append(config.senders.get(from_id) or "")
-    candidates += [config.system.get("fromemail") or "", config.default_from or ""]
-    for candidate in candidates:
+        candidates.append((from_id, config.senders.get(from_id) or ""))
+    candidates += [("", config.system.get("fromemail") or ""), ("", config.default_from or "")]
+    for sender_id, candidate in candidates:
         addr = valid_address(str(candidate).strip())
         if addr:
-            return addr
+            return sender_id, addr
+    return "", ""
+
+
+def _sender_name(sender_id: str, config: MailConfig) -> str:
+    """The From display name: mail_sender.name for a mail_sender, else
+    system_parameter.emailname ("Email Sender Name" in the UI)."""
+    if sender_id:
+        return str((config.sender_rows.get(sender_id) or {}).get("name") or "")
+    return str(config.system.get("emailname") or "")
+
+
+def _reply_to(config: MailConfig) -> str:
+    """REPLY_TO (ini), else the first valid address of system_parameter.noc_email."""
+    for text in (config.reply_to, config.system.get("noc_email")):
+        for piece in split_addresses(str(text or "")):
+            found = _parse(piece)
+            if found:
+                return format_address(*found)
     return ""
+
+
+def _cap(to: list[tuple[str, str]], cc: list[tuple[str, str]], limit: int,
+         notice: Notice, rejected: list[str]) -> tuple[list[tuple[str, str]],
+                                                       list[tuple[str, str]]]:
+    """At most `limit` recipients (To first); the rest are logged once and dropped."""
+    if len(to) + len(cc) <= limit:
+        return to, cc
+    kept_to = to[:limit]
+    kept_cc = cc[:max(limit - len(kept_to), 0)]
+    dropped = [a for _, a in to[limit:]] + [a for _, a in cc[len(kept_cc):]]
+    rejected.extend(dropped)
+    log.warning("%s client %s: %d recipients, more than MAX_RECIPIENTS=%d; not sent to %d "
+                "of them: %s%s (key %s)", notice.kind, notice.client_id,
+                len(to) + len(cc), limit, len(dropped), ", ".join(dropped[:10]),
+                " ..." if len(dropped) > 10 else "", notice.dedupe_key)
+    return kept_to, kept_cc
 
 
 def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
     """The MIME message for one rendered notice (never raises for bad data)."""
-    from_addr = sender(rendered, config)
+    sender_id, from_addr = _sender(rendered, config)
     seen: set[str] = set()
     rejected: list[str] = []
-    to = _addresses(split_addresses(notice.recipients)
-                    + [p for extra in notice.extra_recipients for p in split_addresses(extra)],
-                    notice, "To", seen, rejected)
-    cc = _addresses(split_addresses(rendered.cc), notice, "Cc", seen, rejected)
+    to_pairs = _addresses(split_addresses(notice.recipients)
+                          + [p for extra in notice.extra_recipients
+                             for p in split_addresses(extra)],
+                          notice, "To", seen, rejected)
+    cc_pairs = _addresses(split_addresses(rendered.cc), notice, "Cc", seen, rejected)
+    to_pairs, cc_pairs = _cap(to_pairs, cc_pairs, config.max_recipients,
+                              notice, rejected)
+    to, cc = [a for _, a in to_pairs], [a for _, a in cc_pairs]
     subject = clean_header(rendered.subject)
     mid = message_id(notice.dedupe_key, from_addr)
 
@@ -138,22 +280,29 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
                                             else "an empty billing_email")
 
     # The legacy (compat32) MIME classes: several times faster than EmailMessage, which
-    # matters when a sweep renders thousands of notices in one transaction.
+    # matters when a sweep renders thousands of notices in one transaction. The address
+    # headers are written by _address_header (see the module docstring).
     msg = MIMEMultipart("alternative")
-    msg["From"] = from_addr or "undisclosed-sender:;"
-    msg["To"] = ", ".join(to) if to else "undisclosed-recipients:;"
-    if cc:
-        msg["Cc"] = ", ".join(cc)
-    msg["Subject"] = subject if subject.isascii() else Header(subject, "utf-8")
+    msg["Subject"] = Header(subject, "utf-8") if _needs_encoding(subject) else subject
     msg["Date"] = format_datetime(notice.decided_at)
     msg["Message-ID"] = mid
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-DNL-AD-Kind"] = clean_header(notice.kind)
     msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
     msg.attach(MIMEText(rendered.html, "html", "utf-8"))
-    raw = msg.as_bytes(policy=_WIRE)
+    head = _address_header("From", [format_address(_sender_name(sender_id, config),
+                                                   from_addr) if from_addr
+                                    else "undisclosed-sender:;"])
+    reply_to = _reply_to(config)
+    if reply_to:
+        head += _address_header("Reply-To", [reply_to])
+    head += _address_header("To", [format_address(n, a) for n, a in to_pairs]
+                            or ["undisclosed-recipients:;"])
+    if cc:
+        head += _address_header("Cc", [format_address(n, a) for n, a in cc_pairs])
+    raw = head + msg.as_bytes(policy=_WIRE)
     return Mail(from_addr, to, cc, subject, rendered.text, rendered.html, mid, raw,
-                tuple(rejected), error)
+                tuple(rejected), error, sender_id)
 
 
 def write_eml(mail: Mail, directory: Path) -> Path:

@@ -340,18 +340,25 @@ class MailConfig:
     system: Mapping[str, Any]
     template_dir: Path
     default_from: str = ""
+    # delivery settings the message needs (MAX_RECIPIENTS, REPLY_TO) and the full
+    # mail_sender rows (display name, own SMTP server) by id as text
+    max_recipients: int = 50
+    reply_to: str = ""
+    sender_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _compiled: dict[tuple[str, str], _Compiled] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cur: Cursor, settings: Settings) -> MailConfig:
         cur.execute("SELECT * FROM mail_tmplate ORDER BY id LIMIT 1")
         templates = dict(cur.fetchone() or {})
-        cur.execute("SELECT id, email FROM mail_sender")
-        senders = {str(r["id"]): r["email"] for r in cur.fetchall()}
+        cur.execute("SELECT * FROM mail_sender")
+        sender_rows = {str(r["id"]): dict(r) for r in cur.fetchall()}
+        senders = {k: r["email"] for k, r in sender_rows.items()}
         cur.execute("SELECT * FROM system_parameter ORDER BY sys_id LIMIT 1")
         system = dict(cur.fetchone() or {})
         return cls(templates, senders, system, Path(settings.template_dir),
-                   default_from=settings.smtp_from)
+                   default_from=settings.smtp_from, max_recipients=settings.max_recipients,
+                   reply_to=settings.reply_to, sender_rows=sender_rows)
 
     def part(self, template: str, part: str) -> Any:
         return self.templates.get(column(template, part))
