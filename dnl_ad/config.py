@@ -250,6 +250,7 @@ class Settings:
     suspend_max_overdue_days: int = 3
     report_settle_minutes: int = 30
     sweep_batch: int = 200
+    outbox_retention_days: int = 90
     db_lock_timeout_seconds: int = 5
     db_statement_timeout_seconds: int = 300
     db_idle_in_transaction_seconds: int = 600
@@ -352,6 +353,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SUSPEND_MAX_OVERDUE_DAYS": ("suspend_max_overdue_days", _int_range(0, 3650)),
     "REPORT_SETTLE_MINUTES": ("report_settle_minutes", _int_range(0, 24 * 60)),
     "SWEEP_BATCH": ("sweep_batch", _int_range(1, 10000)),
+    "OUTBOX_RETENTION_DAYS": ("outbox_retention_days", _int_range(2, 3650)),
     "DB_LOCK_TIMEOUT_SECONDS": ("db_lock_timeout_seconds", _int_range(0, 3600)),
     "DB_STATEMENT_TIMEOUT_SECONDS": ("db_statement_timeout_seconds", _int_range(0, 86400)),
     "DB_IDLE_IN_TRANSACTION_SECONDS": ("db_idle_in_transaction_seconds",
@@ -490,6 +492,10 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if default and not Path(default).is_absolute():
             values[field] = str(base / default)
     settings = Settings(**values)
+    if settings.outbox_retention_days * 24 <= settings.catchup_hours + 24:
+        raise ConfigError("OUTBOX_RETENTION_DAYS", str(settings.outbox_retention_days),
+                          f"more days than CATCHUP_HOURS ({settings.catchup_hours}) covers "
+                          "plus one: a purged dedupe key could be queued again")
     if settings.retry_max_seconds < settings.retry_base_seconds:
         raise ConfigError("RETRY_MAX_SECONDS", str(settings.retry_max_seconds),
                           f"a value >= RETRY_BASE_SECONDS ({settings.retry_base_seconds})")

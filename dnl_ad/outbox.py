@@ -331,3 +331,24 @@ def expire(cur: Cursor, schema: str, now: dt.datetime, max_age: dt.timedelta
              for r in cur.fetchall()]
     log_outcomes(cur, [entry for _, entry in found])
     return found
+
+
+def purge(cur: Cursor, schema: str, before: dt.datetime, limit: int) -> int:
+    """Delete up to `limit` finished notices (sent or failed) that finished before
+    `before`, and the quiet-report records decided before it; how many outbox rows went.
+
+    Pending rows are never touched. The caller keeps `before` older than CATCHUP_HOURS:
+    a dedupe key that a sweep could still produce must stay (OUTBOX_RETENTION_DAYS is
+    validated against it).
+    """
+    cur.execute(sql.SQL(
+        "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE status <> %s "
+        "AND finished_at < %s ORDER BY id LIMIT %s)").format(t=_table(schema)),
+        (PENDING, before, limit))
+    removed = cur.rowcount
+    cur.execute(sql.SQL(
+        "DELETE FROM {t} WHERE dedupe_key IN (SELECT dedupe_key FROM {t} "
+        "WHERE decided_at < %s LIMIT %s)").format(
+            t=sql.SQL("{}.report_quiet").format(sql.Identifier(schema))),
+        (before, limit))
+    return removed

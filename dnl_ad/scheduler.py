@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import schedule
 
-from . import db, logs
+from . import db, logs, retention
 from .alerts import ALERTS, AlertSpec
 from .config import ConfigError, Settings
 
@@ -349,14 +349,22 @@ def _delivery_job(loop: Loop) -> Callable[[dt.datetime], Any]:
 
 
 def standard_jobs(loop: Loop) -> list[JobDef]:
-    """The seven sweeps at their configured cadences, then delivery (same-instant ties run
-    in this order, so a notice queued in a tick goes out in the same tick)."""
+    """The sweeps at their configured cadences, the hourly outbox purge, then delivery
+    (same-instant ties run in this order, so a notice queued in a tick goes out in the
+    same tick)."""
     jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
                    _sweep_job(loop, spec)) for spec in ALERTS.values()]
+    jobs.append(JobDef("outbox_purge", retention.PERIOD_SECONDS, _purge_job(loop)))
     jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
     if loop.metrics is not None and not loop.settings.dry_run:
         jobs.append(JobDef("outbox_metrics", OUTBOX_METRICS_SECONDS, _outbox_metrics_job(loop)))
     return jobs
+
+
+def _purge_job(loop: Loop) -> Callable[[dt.datetime], Any]:
+    def run(now: dt.datetime) -> Any:
+        return retention.purge(loop.database, loop.settings, now)
+    return run
 
 
 def _outbox_metrics_job(loop: Loop) -> Callable[[dt.datetime], Any]:

@@ -67,7 +67,8 @@ def test_balances_amounts_and_credit(conn, database, settings) -> None:
     assert money(t["credit_limit"]) == money(t["allowed_credit"]) == Decimal("300")
     assert money(t["remaining_credit"]) == Decimal("1534.56")
     assert t["start_time"] == "2026-11-20 00:00:00" and t["end_time"] == "2026-11-20 23:59:59"
-    assert t["begining_of_day"] == t["beginning_of_day"] == "2026-11-20 00:00:00"
+    # the history row is the switch's day (+0000): taken at its midnight, 08:00 at +08:00
+    assert t["begining_of_day"] == t["beginning_of_day"] == "2026-11-20 08:00:00"
     assert t["current_day"] == "2026-11-20"
     assert t["current_time"] == "2026-11-21 06:30:00"  # now, in the client's zone
     assert t["customer_gmt"] == "GMT+08:00"

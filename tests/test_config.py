@@ -44,6 +44,7 @@ SUSPEND_GRACE_MINUTES = 15
 SUSPEND_MAX_OVERDUE_DAYS = 7
 REPORT_SETTLE_MINUTES = 45
 SWEEP_BATCH = 150
+OUTBOX_RETENTION_DAYS = 30
 DB_LOCK_TIMEOUT_SECONDS = 7
 DB_STATEMENT_TIMEOUT_SECONDS = 120
 DB_IDLE_IN_TRANSACTION_SECONDS = 90
@@ -104,6 +105,7 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert s.report_settle_minutes == 45
     assert (s.sweep_batch, s.db_lock_timeout_seconds, s.db_statement_timeout_seconds,
             s.db_idle_in_transaction_seconds) == (150, 7, 120, 90)
+    assert s.outbox_retention_days == 30
     assert s.dry_run is True and s.dry_run_dir == "/tmp/dry"
     assert s.own_schema == "alerts_own"
     assert s.template_dir == "/opt/tpl"

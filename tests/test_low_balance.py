@@ -413,3 +413,65 @@ def test_a_client_row_the_ui_holds_locked_is_skipped_not_waited_on(conn, databas
     assert len(lines) == 1 and f"client {held} " in lines[0]
     assert sweep(database, settings, NOW + dt.timedelta(minutes=2)).queued == 1
     assert held in {r["client_id"] for r in queued(conn)}
+
+
+@pytest.mark.parametrize("bad", ["NaN", "1e16", "-2e15"])
+def test_a_balance_that_is_no_amount_is_bad_data_said_once(conn, database, settings, caplog,
+                                                           bad) -> None:
+    """Issue 16 item 28: NaN or a balance beyond 1e15 is bad data: the client is skipped
+    with one log line (not a mail with an empty amount); the others are served."""
+    f.system(conn)
+    c = f.client(conn, balance=1.0, low_config=AMOUNT_50, **PREPAY)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE c4_client_balance SET balance = %s::numeric WHERE client_id = %s",
+                    (bad, str(c["client_id"])))
+    good = f.client(conn, balance=10.0, low_config=AMOUNT_50, **PREPAY)
+    kw = {"resolver": clock.ZoneResolver(), "complaints": balance_common.Complaints()}
+    caplog.set_level(logging.WARNING)
+    for minute in (0, 1):
+        low_balance.sweep(database, NOW + dt.timedelta(minutes=minute), settings, **kw)
+    assert [r["client_id"] for r in queued(conn)] == [good["client_id"]]
+    lines = [r.getMessage() for r in caplog.records if "not a usable amount" in r.getMessage()]
+    assert len(lines) == 1 and f"client {c['client_id']} " in lines[0]
+
+
+def test_a_connection_lost_mid_sweep_is_one_outage_not_a_traceback_per_client(
+        conn, database, settings, caplog) -> None:
+    """Issue 16 item 5: the server ends the sweep's session in the middle of its batches
+    (a trigger terminates the backend at the 3rd client): one line for the outage, one
+    when it ends, no traceback per remaining client; the next sweep serves everyone."""
+    from dnl_ad import db
+
+    f.system(conn)
+    clients = [f.client(conn, balance=10.0, low_config=AMOUNT_50, **PREPAY) for _ in range(6)]
+    victim = clients[2]["client_id"]
+    with conn.cursor() as cur:
+        cur.execute("CREATE FUNCTION kill_me() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NEW; END $$")
+        cur.execute("CREATE TRIGGER kill_me BEFORE UPDATE ON client FOR EACH ROW "
+                    "WHEN (NEW.client_id = %s) EXECUTE PROCEDURE kill_me()", (victim,))
+    caplog.set_level(logging.INFO)
+    with pytest.raises(db.CONNECTION_ERRORS):
+        sweep(database, settings.replace(sweep_batch=1))
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER kill_me ON client")
+    assert sweep(database, settings).queued == 6 - 2  # the first two went before the loss
+    text = caplog.text
+    assert text.count("is unreachable") == 1 and text.count("is back after") == 1
+    assert "Traceback" not in text
+    assert len(queued(conn)) == 6
+
+
+def test_sessions_carry_the_configured_timeouts(dsn) -> None:
+    """Issue 16 item 4: lock, statement and idle-in-transaction timeouts are set."""
+    from dnl_ad import db
+
+    database = db.Database(dsn, timeouts=db.SessionTimeouts(2, 60, 120))
+    try:
+        with database.transaction() as cur:
+            cur.execute("SELECT current_setting('lock_timeout') AS l, "
+                        "current_setting('statement_timeout') AS s, "
+                        "current_setting('idle_in_transaction_session_timeout') AS i")
+            assert cur.fetchone() == {"l": "2s", "s": "1min", "i": "2min"}
+    finally:
+        database.close()

@@ -518,3 +518,35 @@ def test_take_over_a_pending_warning_the_original_sent(v5_conn, v5_database, v5_
                "warned-in" in r.getMessage() for r in caplog.records)
     # dnl_ad's own email_log rows never count as the original's
     assert trunk_pending.sweep(v5_database, NOW, v5_settings).queued == 0
+
+
+def test_balance_summary_says_when_the_beginning_balance_was_taken(v5_conn, v5_database,
+                                                                   v5_settings, smtp) -> None:
+    """Issue 16 item 10: balance_history_actual holds the switch's days (sys_timezone
+    +0000 here), the client reads its own (+08:00): the mail says at which local instant
+    the beginning balance was taken; with numer_of_days_balance 3 it is the balance
+    before the first of the three days."""
+    seed_system(v5_conn)
+    c = _reporting_client(v5_conn, is_auto_balance=True, numer_of_days_balance=3)
+    for day, amount in ((REPORT_DAY - dt.timedelta(days=3), "111.11"),
+                        (REPORT_DAY - dt.timedelta(days=1), "999.99")):
+        f.insert(v5_conn, "balance_history_actual", client_id=c["client_id"], date=day,
+                 actual_balance=Decimal(amount))
+    assert balance_summary.sweep(v5_database, NOW, v5_settings).queued == 1
+    [mail] = deliver(v5_database, v5_settings, smtp)
+    text = body(mail)
+    assert "111.11" in text and "999.99" not in text
+    assert "2026-11-18 00:00:00" in text      # the first day's start, at +08:00
+    assert "at 2026-11-18 08:00:00" in text   # the switch's midnight, in the client's zone
+
+
+def test_balance_summary_same_zone_shows_no_extra_instant(v5_conn, v5_database, v5_settings,
+                                                          smtp) -> None:
+    seed_system(v5_conn)
+    f.update(v5_conn, "system_parameter", {"sys_id": 1}, sys_timezone="+0800")
+    c = _reporting_client(v5_conn, is_auto_balance=True)
+    f.insert(v5_conn, "balance_history_actual", client_id=c["client_id"],
+             date=REPORT_DAY - dt.timedelta(days=1), actual_balance=Decimal("222.22"))
+    assert balance_summary.sweep(v5_database, NOW, v5_settings).queued == 1
+    [mail] = deliver(v5_database, v5_settings, smtp)
+    assert "222.22" in body(mail) and " at 2026-11-20" not in body(mail)

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from .. import db
+from .. import clock, db
 from ..config import Settings
 from ..notice import Notice
 from ..pipeline import Pipeline
@@ -47,29 +47,41 @@ QUERY = sql.SQL(
     traffic=daily_common.TRAFFIC,
     client=daily_common.CLIENT_COLUMNS,
     join=daily_common.CLIENT_JOIN,
-    h0=sql.SQL(_HISTORY).format(day=sql.SQL("w.day - 1"), alias=sql.Identifier("h0")),
+    h0=sql.SQL(_HISTORY).format(day=sql.SQL("w.first - 1"), alias=sql.Identifier("h0")),
     h1=sql.SQL(_HISTORY).format(day=sql.SQL("w.day"), alias=sql.Identifier("h1")),
 )
 
 
-def context(due: Due, row: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
-    """Every balance-summary tag (PROVIDER_DB.md) from one row."""
+def history_instant(due: Due, switch_zone: dt.tzinfo) -> dt.datetime:
+    """The instant the beginning balance refers to: balance_history_actual rows are the
+    switch's days (system_parameter.sys_timezone), so the row dated the day before the
+    report day holds the balance at the switch's midnight, which is the start of the
+    client's day only when both zones agree."""
+    return clock.local_instant(due.first_day, switch_zone)
+
+
+def context(due: Due, row: Mapping[str, Any], now: dt.datetime,
+            switch_zone: dt.tzinfo | None = None) -> dict[str, Any]:
+    """Every balance-summary tag (PROVIDER_DB.md) from one row. When the switch's day and
+    the client's day start at different instants, `begining_of_day` says when the
+    beginning balance was taken (in the client's zone), and the mail shows it."""
     ctx = daily_common.client_context(due, row, KIND)
+    taken = history_instant(due, switch_zone) if switch_zone is not None else due.start
     if row.get("has_beginning"):
         beginning: Any = money(row["beginning_balance"])
     else:
         beginning = UNKNOWN
         log.warning("%s: client %s: no balance_history_actual row for %s; beginning balance "
                     "of %s shown as %r", KIND, due.client_id,
-                    due.report_day - dt.timedelta(days=1), due.report_day, UNKNOWN)
+                    due.first_day - dt.timedelta(days=1), due.first_day, UNKNOWN)
     closed = row.get("closed_balance")
     ending = money(closed) if closed is not None else ctx["balance"]
     ctx.update({
         "start_time": due.begin_text,
         "beginning_balance": beginning,
         "beginning_of_day_balance": beginning,
-        "begining_of_day": due.begin_text,   # the instant the beginning balance refers to
-        "beginning_of_day": due.begin_text,
+        "begining_of_day": due.local_text(taken),  # when the beginning balance was taken
+        "beginning_of_day": due.local_text(taken),
         "buy_amount": money(row.get("buy_amount")),
         "sell_amount": money(row.get("sell_amount")),
         "ending_balance": ending,
@@ -82,8 +94,10 @@ def context(due: Due, row: Mapping[str, Any], now: dt.datetime) -> dict[str, Any
 
 def build(due: Due, row: Mapping[str, Any], now: dt.datetime,
           pipeline: Pipeline) -> Notice | None:
-    return daily_common.notice(SPEC, due, row, context(due, row, now), now, pipeline.system,
-                               pipeline.settings)
+    switch_zone = clock.client_zone(due.client_id, None, None,
+                                     pipeline.system.get("sys_timezone"))
+    return daily_common.notice(SPEC, due, row, context(due, row, now, switch_zone), now,
+                               pipeline.system, pipeline.settings)
 
 
 def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepResult:

@@ -74,6 +74,15 @@ class Due:
     key: str
 
     @property
+    def days(self) -> int:
+        """Local days the window covers (balance summary: numer_of_days_balance)."""
+        return max(round((self.end - self.start).total_seconds() / 86400), 1)
+
+    @property
+    def first_day(self) -> dt.date:
+        return self.report_day - dt.timedelta(days=self.days - 1)
+
+    @property
     def customer_gmt(self) -> str:
         return clock.gmt_label(self.zone, self.start)
 
@@ -410,6 +419,7 @@ def windows_params(due: Sequence[Due]) -> dict[str, Any]:
         "w_end": [d.end for d in due],
         "w_key": [d.key for d in due],
         "w_day": [d.report_day for d in due],
+        "w_first": [d.first_day for d in due],
         "lo": min(d.start for d in due),
         "hi": max(d.end for d in due),
     }
@@ -419,8 +429,8 @@ def windows_params(due: Sequence[Due]) -> dict[str, Any]:
 # prunes cdr_report_detail to the UTC-day children the windows touch.
 WINDOWS = sql.SQL(
     "w AS (SELECT * FROM unnest(%(w_client)s::int[], %(w_start)s::timestamptz[], "
-    "%(w_end)s::timestamptz[], %(w_key)s::text[], %(w_day)s::date[]) "
-    "AS w(client_id, t0, t1, key, day))"
+    "%(w_end)s::timestamptz[], %(w_key)s::text[], %(w_day)s::date[], %(w_first)s::date[]) "
+    "AS w(client_id, t0, t1, key, day, first))"
 )
 
 # Buy (the client on the ingress side) and sell (egress side) totals per window, as
