@@ -24,6 +24,9 @@ from .notice import Notice
 
 log = logging.getLogger(__name__)
 
+# dedupe keys a dry run has already reported (it writes nothing, so it decides them again)
+_DRY_RUN_SAID: set[str] = set()
+
 
 class Pipeline:
     def __init__(self, settings: Settings, mail_config: mail_render.MailConfig) -> None:
@@ -102,13 +105,18 @@ class Pipeline:
         who = ", ".join(mail.recipients) or "(nobody)"
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
+            # a dry-run daemon decides the same notices every sweep: said once each
+            first = notice.dedupe_key not in _DRY_RUN_SAID
+            _DRY_RUN_SAID.add(notice.dedupe_key)
             if mail.error:
-                log.warning("dry run: %s client %s would be recorded as failed: %s "
-                            "(written to %s)", notice.kind, notice.client_id, mail.error, path)
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "dry run: %s client %s would be recorded as failed: %s "
+                        "(written to %s)", notice.kind, notice.client_id, mail.error, path)
                 self._outcomes[notice.dedupe_key] = "failed"
             else:
-                log.info("dry run: %s client %s to %s subject %r written to %s", notice.kind,
-                         notice.client_id, who, mail.subject, path)
+                log.log(logging.INFO if first else logging.DEBUG,
+                        "dry run: %s client %s to %s subject %r written to %s", notice.kind,
+                        notice.client_id, who, mail.subject, path)
                 self._outcomes[notice.dedupe_key] = "queued"
             self._mails[notice.dedupe_key] = mail
             return True
