@@ -250,6 +250,27 @@ def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list
     return rows
 
 
+def check_quality(cur: db.Cursor, now: dt.datetime) -> list[Row]:
+    """The quality alarms' settings: active rules, and the rules dnl_ad cannot evaluate
+    from the aggregate tables (each with the reason)."""
+    from .alerts import quality_rule
+
+    rules = quality_rule.load_rules(cur)
+    skipped = [(r, quality_rule.not_computable(r)) for r in rules]
+    skipped = [(r, why) for r, why in skipped if why]
+    never = [r for r in rules if r.schedule not in (1, 2, 3)]
+    rows = [Row("quality rules", OK,
+                f"{len(rules)} active alert_rules, {len(rules) - len(skipped)} evaluated"
+                + (f", {len(never)} with execution_schedule 'never'" if never else ""))]
+    if skipped:
+        shown = "\n".join(f"rule {r.id} {r.name!r}: {why}" for r, why in skipped[:20])
+        more = f"\n... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        rows.append(Row("quality rules skipped", WARN,
+                        f"{len(skipped)} rule(s) not computable from aggregates:\n"
+                        f"{shown}{more}"))
+    return rows
+
+
 def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
@@ -293,6 +314,11 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("cdr fields", FAIL, _first_line(exc)))
+            try:
+                rows += check_quality(cur, now)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("quality rules", FAIL, _first_line(exc)))
         conn.rollback()  # check writes nothing
     finally:
         conn.close()

@@ -173,6 +173,7 @@ class Settings:
     balance_check_seconds: int = 60
     daily_check_seconds: int = 60
     trunk_check_seconds: int = 60
+    quality_check_seconds: int = 60
     delivery_seconds: int = 5
     delivery_batch: int = 500
     max_attempts: int = 8
@@ -231,6 +232,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BALANCE_CHECK_SECONDS": ("balance_check_seconds", _int_range(1, 86400)),
     "DAILY_CHECK_SECONDS": ("daily_check_seconds", _int_range(1, 86400)),
     "TRUNK_CHECK_SECONDS": ("trunk_check_seconds", _int_range(1, 86400)),
+    "QUALITY_CHECK_SECONDS": ("quality_check_seconds", _int_range(1, 86400)),
     "DELIVERY_SECONDS": ("delivery_seconds", _int_range(1, 3600)),
     "DELIVERY_BATCH": ("delivery_batch", _int_range(1, 100000)),
     "MAX_ATTEMPTS": ("max_attempts", _int_range(1, 100)),

@@ -258,6 +258,7 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
                 (now - dt.timedelta(hours=2),))
     traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
+    _quality_rules(cur)
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),
@@ -310,6 +311,31 @@ def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed:
         {"n": n_clients, "start": start, "end": end, "seed": seed},
     )
     return cur.rowcount
+
+
+# Quality rules as the v5 UI saves them: the first fires on the ingress trunks of clients
+# 5 and 10 (the demo traffic answers 60 % of calls, 61 s each) and blocks them for an
+# hour; the second groups by DNIS, which aggregates cannot, and is listed by `check`.
+QUALITY_RULES: tuple[dict[str, Any], ...] = (
+    {"rule_name": "Low ASR on key routes", "trunk_type": 1, "all_trunk": False,
+     "res_id": "9,19", "asr": "<", "asr_value": 70, "acd": "<", "acd_value": 65,
+     "abr": "1", "pdd": "1", "profitability": "1", "revenue": "1", "min_call_attempt": 1,
+     "sample_size": 60, "execution_schedule": 1, "specific_minutes": 15, "is_block": True,
+     "is_email": True, "unblock_after_min": 60, "trouble_ticket_sent_to": 1,
+     "monitor_by": 0, "active": True},
+    {"rule_name": "ASR by DNIS", "trunk_type": 1, "all_trunk": True, "asr": "<",
+     "asr_value": 20, "acd": "1", "abr": "1", "pdd": "1", "profitability": "1",
+     "revenue": "1", "min_call_attempt": 50, "sample_size": 60, "execution_schedule": 2,
+     "daily_time": 6, "is_block": False, "is_email": True, "trouble_ticket_sent_to": 1,
+     "monitor_by": 1, "active": True},
+)
+
+
+def _quality_rules(cur: db.Cursor) -> None:
+    for rule in QUALITY_RULES:
+        cur.execute(sql.SQL("INSERT INTO alert_rules ({}) VALUES ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, rule)),
+            sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
 
 
 def _history(cur: db.Cursor, now: dt.datetime) -> None:

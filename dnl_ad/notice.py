@@ -21,6 +21,7 @@ KINDS: dict[int, str] = {
     5: "cdr_delivery",
     6: "trunk_pending",
     7: "trunk_suspended",
+    11: "quality_rule",
 }
 
 

@@ -14,7 +14,7 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -84,6 +84,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "trunk_suspended": {k: v for k, v in _TRUNK.items()
                         if k not in ("download_deadline", "rate_download_link", "download_url",
                                      "allowed_ip", "prefix")},
+    "quality_rule": {
+        "rule_name": "Low ASR", "trunk_name": "acme-in", "trunk_id": 12,
+        "trunk_type": "ingress", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "monitor_by": "trunk + country", "group": "Nigeria", "code": "",
+        "code_name": "", "country": "Nigeria", "conditions": "ASR below 30% and ACD below 60s",
+        "calls": 150, "not_zero_calls": 38, "min_call_attempt": 100, "asr": "25.33",
+        "abr": "25.33", "acd": "50.00", "pdd": "2000.00", "revenue": "2.00",
+        "profitability": "20.00", "start_time": "2026-03-01 09:00:00 GMT",
+        "end_time": "2026-03-01 10:00:00 GMT", "sample_size": 60, "blocked": "yes",
+        "unblock_at": "2026-03-01 10:35:00 GMT",
+    },
 }
 
 

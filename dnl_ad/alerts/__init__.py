@@ -63,4 +63,6 @@ ALERTS: dict[int, AlertSpec] = {
                  "trunk_check_seconds"),
     7: AlertSpec(7, "trunk_suspended", "Trunk suspended", "dnl_ad.alerts.trunk_suspended",
                  "trunk_check_seconds"),
+    11: AlertSpec(11, "quality_rule", "Quality rules (alert_rules)", "dnl_ad.alerts.quality_rule",
+                  "quality_check_seconds"),
 }
