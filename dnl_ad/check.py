@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TextIO
 
+from psycopg2 import sql
+
 from . import contract, db, migrations
 from .config import Settings
 
@@ -250,7 +252,7 @@ def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list
     return rows
 
 
-def check_quality(cur: db.Cursor, now: dt.datetime) -> list[Row]:
+def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> list[Row]:
     """The quality alarms' settings: active rules, and the rules dnl_ad cannot evaluate
     from the aggregate tables (each with the reason)."""
     from .alerts import quality_rule
@@ -268,6 +270,13 @@ def check_quality(cur: db.Cursor, now: dt.datetime) -> list[Row]:
         rows.append(Row("quality rules skipped", WARN,
                         f"{len(skipped)} rule(s) not computable from aggregates:\n"
                         f"{shown}{more}"))
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
+    if cur.fetchone()["present"]:
+        cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE active) AS active, count(*) AS n "
+                            "FROM {}.period_rule").format(sql.Identifier(schema)))
+        n = cur.fetchone()
+        rows.append(Row("period rules", OK, f"{n['active']} active of {n['n']} "
+                        "(dnl-ad rule list)"))
     return rows
 
 
@@ -315,7 +324,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
                 conn.rollback()
                 rows.append(Row("cdr fields", FAIL, _first_line(exc)))
             try:
-                rows += check_quality(cur, now)
+                rows += check_quality(cur, now, settings.own_schema)
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("quality rules", FAIL, _first_line(exc)))

@@ -116,6 +116,12 @@ def _preview(settings: Settings, args: argparse.Namespace) -> int:
                         eml=args.eml, html=args.html)
 
 
+def _rule(settings: Settings, args: argparse.Namespace) -> int:
+    from . import own_rules
+
+    return own_rules.main(settings, args)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from . import demo
 
@@ -170,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eml", help="also write the message to this .eml file")
     p.add_argument("--html", help="also write the HTML part to this file")
     p.set_defaults(handler=_preview)
+    p = add("rule", help="period-over-period rules (dnl_ad's own): add, list, remove")
+    from . import own_rules
+
+    own_rules.add_arguments(p)
+    p.set_defaults(handler=_rule)
     p = add("demo", help="all seven notices on an embedded PostgreSQL and SMTP sink")
     p.add_argument("--clients", type=int, default=40, help="demo clients (default 40)")
     p.add_argument("--timeout", type=float, default=90.0, help="give up after this many s")

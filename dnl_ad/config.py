@@ -174,6 +174,8 @@ class Settings:
     daily_check_seconds: int = 60
     trunk_check_seconds: int = 60
     quality_check_seconds: int = 60
+    period_check_seconds: int = 300
+    period_settle_minutes: int = 60
     delivery_seconds: int = 5
     delivery_batch: int = 500
     max_attempts: int = 8
@@ -233,6 +235,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DAILY_CHECK_SECONDS": ("daily_check_seconds", _int_range(1, 86400)),
     "TRUNK_CHECK_SECONDS": ("trunk_check_seconds", _int_range(1, 86400)),
     "QUALITY_CHECK_SECONDS": ("quality_check_seconds", _int_range(1, 86400)),
+    "PERIOD_CHECK_SECONDS": ("period_check_seconds", _int_range(1, 86400)),
+    "PERIOD_SETTLE_MINUTES": ("period_settle_minutes", _int_range(0, 7 * 24 * 60)),
     "DELIVERY_SECONDS": ("delivery_seconds", _int_range(1, 3600)),
     "DELIVERY_BATCH": ("delivery_batch", _int_range(1, 100000)),
     "MAX_ATTEMPTS": ("max_attempts", _int_range(1, 100)),

@@ -128,6 +128,7 @@ EMAIL_TYPE = {
     "trunk_pending": 36,
     "trunk_suspended": 36,
     "quality_rule": 22,        # rule alert
+    "period_compare": 22,
 }
 
 

@@ -200,7 +200,7 @@ def _mail_template() -> dict[str, Any]:
 
 
 def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
-             traffic_hours: int = 48) -> Generated:
+             traffic_hours: int = 48, own_schema: str = "dnl_ad") -> Generated:
     """Fill an empty provider-subset database with `n_clients` clients relative to `now`.
 
     `seed` varies the traffic pattern; everything else follows the client number.
@@ -259,6 +259,7 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
     _quality_rules(cur)
+    _own_rules(cur, own_schema)
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),
@@ -335,6 +336,24 @@ def _quality_rules(cur: db.Cursor) -> None:
     for rule in QUALITY_RULES:
         cur.execute(sql.SQL("INSERT INTO alert_rules ({}) VALUES ({})").format(
             sql.SQL(", ").join(map(sql.Identifier, rule)),
+            sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
+
+
+# dnl_ad's own period rule (its schema, when migrated): the demo traffic answers 60 % of
+# its calls every day, so "yesterday's ASR below 70 %" fires once.
+PERIOD_RULES: tuple[dict[str, Any], ...] = (
+    {"name": "Daily ASR below 70%", "metric": "asr", "scope": "all", "period": "day",
+     "condition": "lt", "value": 70, "min_calls": 1, "recipients": "noc@carrier.example"},
+)
+
+
+def _own_rules(cur: db.Cursor, schema: str) -> None:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
+    if not cur.fetchone()["present"]:
+        return
+    for rule in PERIOD_RULES:
+        cur.execute(sql.SQL("INSERT INTO {}.period_rule ({}) VALUES ({})").format(
+            sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, rule)),
             sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
 
 

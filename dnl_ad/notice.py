@@ -22,6 +22,7 @@ KINDS: dict[int, str] = {
     6: "trunk_pending",
     7: "trunk_suspended",
     11: "quality_rule",
+    12: "period_compare",
 }
 
 

@@ -14,7 +14,8 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules"}
+                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
+                     "period_compare": "period_compare"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -94,6 +95,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "profitability": "20.00", "start_time": "2026-03-01 09:00:00 GMT",
         "end_time": "2026-03-01 10:00:00 GMT", "sample_size": 60, "blocked": "yes",
         "unblock_at": "2026-03-01 10:35:00 GMT",
+    },
+    "period_compare": {
+        "rule_name": "Daily ASR drop", "metric": "ASR", "unit": "%",
+        "scope": "ingress traffic of country Nigeria", "period": "day",
+        "condition": "ASR falls by more than 20% against the previous day",
+        "current_period": "2026-03-01", "previous_period": "2026-02-28",
+        "current_value": "30.00", "previous_value": "50.00", "change": "-20.00",
+        "change_pct": "-40.00", "current_calls": 200, "previous_calls": 180,
+        "client_name": "", "company_name": "",
     },
 }
 

@@ -65,4 +65,6 @@ ALERTS: dict[int, AlertSpec] = {
                  "trunk_check_seconds"),
     11: AlertSpec(11, "quality_rule", "Quality rules (alert_rules)", "dnl_ad.alerts.quality_rule",
                   "quality_check_seconds"),
+    12: AlertSpec(12, "period_compare", "Period-over-period rules",
+                  "dnl_ad.alerts.period_compare", "period_check_seconds"),
 }

@@ -78,6 +78,10 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "monitor_by", "group", "code", "code_name", "country", "conditions", "calls",
         "not_zero_calls", "min_call_attempt", "asr", "abr", "acd", "pdd", "revenue",
         "profitability", "start_time", "end_time", "sample_size", "blocked", "unblock_at"),
+    "period_compare": (
+        "rule_name", "metric", "unit", "scope", "period", "condition", "current_period",
+        "previous_period", "current_value", "previous_value", "change", "change_pct",
+        "current_calls", "previous_calls", "client_name", "company_name"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -100,6 +104,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     # (alert_rules.trouble_ticket_*, traffic_alert.mail_*), registered per row as
     # "<prefix>:<id>" (MailConfig.add_template); the bare prefix names the default.
     "alert_rules": "quality_rule",
+    "period_compare": "period_compare",   # dnl_ad's own rules: default templates only
 }
 
 PARTS = ("from", "subject", "content", "cc")
