@@ -270,6 +270,14 @@ def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> l
         rows.append(Row("quality rules skipped", WARN,
                         f"{len(skipped)} rule(s) not computable from aggregates:\n"
                         f"{shown}{more}"))
+    from .alerts import traffic_alert
+
+    alerts = traffic_alert.load(cur)
+    unusable = [(a, traffic_alert.problem(a)) for a in alerts]
+    unusable = [(a, why) for a, why in unusable if why]
+    rows.append(Row("traffic alerts", WARN if unusable else OK,
+                    f"{len(alerts)} active traffic_alert row(s)"
+                    + "".join(f"\nrow {a['id']}: {why}" for a, why in unusable[:20])))
     cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
     if cur.fetchone()["present"]:
         cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE active) AS active, count(*) AS n "

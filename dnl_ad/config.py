@@ -176,6 +176,8 @@ class Settings:
     quality_check_seconds: int = 60
     period_check_seconds: int = 300
     period_settle_minutes: int = 60
+    traffic_check_seconds: int = 300
+    traffic_settle_minutes: int = 10
     delivery_seconds: int = 5
     delivery_batch: int = 500
     max_attempts: int = 8
@@ -237,6 +239,8 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUALITY_CHECK_SECONDS": ("quality_check_seconds", _int_range(1, 86400)),
     "PERIOD_CHECK_SECONDS": ("period_check_seconds", _int_range(1, 86400)),
     "PERIOD_SETTLE_MINUTES": ("period_settle_minutes", _int_range(0, 7 * 24 * 60)),
+    "TRAFFIC_CHECK_SECONDS": ("traffic_check_seconds", _int_range(1, 86400)),
+    "TRAFFIC_SETTLE_MINUTES": ("traffic_settle_minutes", _int_range(0, 59)),
     "DELIVERY_SECONDS": ("delivery_seconds", _int_range(1, 3600)),
     "DELIVERY_BATCH": ("delivery_batch", _int_range(1, 100000)),
     "MAX_ATTEMPTS": ("max_attempts", _int_range(1, 100)),

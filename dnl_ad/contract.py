@@ -114,6 +114,8 @@ OPTIONAL: Mapping[str, tuple[str, ...]] = {
         "res_block_id", "ingress_res_id", "engress_res_id", "ingress_client_id",
         "egress_client_id", "digit", "action_type", "code_name", "country", "create_by",
         "update_by", "create_time", "unblock_at", "block_at", "unblock_after"),
+    "traffic_alert": ("id", "less_hour", "greater_hour", "email", "carriers", "code_name",
+                      "mail_from", "mail_subject", "mail_content", "active"),
     "qos_route_report": ("report_time", "resource_id", "code", "total_calls",
                          "not_zero_calls", "call_duration", "pdd"),
 }
@@ -129,6 +131,7 @@ EMAIL_TYPE = {
     "trunk_suspended": 36,
     "quality_rule": 22,        # rule alert
     "period_compare": 22,
+    "traffic_alert": 22,
 }
 
 

@@ -260,6 +260,10 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     _history(cur, now)
     _quality_rules(cur)
     _own_rules(cur, own_schema)
+    # a traffic alert on client 5, with limits its steady traffic always meets
+    cur.execute("INSERT INTO traffic_alert (less_hour, greater_hour, email, carriers, "
+                "code_name, mail_from, mail_subject, mail_content, active) "
+                "VALUES (1000, 0, 'noc@carrier.example', '5', '', '1', '', '', true)")
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),

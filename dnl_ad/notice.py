@@ -23,6 +23,7 @@ KINDS: dict[int, str] = {
     7: "trunk_suspended",
     11: "quality_rule",
     12: "period_compare",
+    13: "traffic_alert",
 }
 
 

@@ -15,7 +15,7 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
-                     "period_compare": "period_compare"}
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -104,6 +104,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "current_value": "30.00", "previous_value": "50.00", "change": "-20.00",
         "change_pct": "-40.00", "current_calls": 200, "previous_calls": 180,
         "client_name": "", "company_name": "",
+    },
+    "traffic_alert": {
+        "carrier": "acme", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "code_name": "Cuba Mobile", "previous_hour": "2026-03-01 08:00 GMT",
+        "current_hour": "2026-03-01 09:00 GMT", "previous_hour_calls": 5,
+        "current_hour_calls": 500, "less_hour": 10, "greater_hour": 400,
     },
 }
 

@@ -22,7 +22,7 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
-                     "period_compare": "period_compare"}
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -51,6 +51,7 @@ SYNONYMS = {
     # abr is asr; code, code name or country is the group; the block line shows one of two
     "quality_rule": {"abr", "code", "code_name", "country", "trunk_id", "blocked"},
     "period_compare": {"metric", "unit", "period", "client_name"},  # in condition, values
+    "traffic_alert": {"carrier", "client_name"},   # the account line names the carrier
 }
 
 

@@ -67,4 +67,6 @@ ALERTS: dict[int, AlertSpec] = {
                   "quality_check_seconds"),
     12: AlertSpec(12, "period_compare", "Period-over-period rules",
                   "dnl_ad.alerts.period_compare", "period_check_seconds"),
+    13: AlertSpec(13, "traffic_alert", "Traffic alerts (traffic_alert)",
+                  "dnl_ad.alerts.traffic_alert", "traffic_check_seconds"),
 }

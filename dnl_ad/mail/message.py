@@ -108,7 +108,8 @@ def sender(rendered: Rendered, config: MailConfig) -> str:
     from_id = (rendered.from_id or "").strip()
     candidates = []
     if from_id and from_id.lower() != "default":
-        candidates.append(config.senders.get(from_id) or "")
+        # a mail_sender id; traffic_alert.mail_from may hold an address itself
+        candidates.append(config.senders.get(from_id) or (from_id if "@" in from_id else ""))
     candidates += [config.system.get("fromemail") or "", config.default_from or ""]
     for candidate in candidates:
         addr = valid_address(str(candidate).strip())

@@ -82,6 +82,10 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "rule_name", "metric", "unit", "scope", "period", "condition", "current_period",
         "previous_period", "current_value", "previous_value", "change", "change_pct",
         "current_calls", "previous_calls", "client_name", "company_name"),
+    "traffic_alert": (
+        "carrier", "client_name", "company_name", "code_name", "previous_hour",
+        "current_hour", "previous_hour_calls", "current_hour_calls", "less_hour",
+        "greater_hour"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -105,6 +109,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     # "<prefix>:<id>" (MailConfig.add_template); the bare prefix names the default.
     "alert_rules": "quality_rule",
     "period_compare": "period_compare",   # dnl_ad's own rules: default templates only
+    "traffic_alert": "traffic_alert",
 }
 
 PARTS = ("from", "subject", "content", "cc")
