@@ -285,6 +285,12 @@ def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> l
         n = cur.fetchone()
         rows.append(Row("period rules", OK, f"{n['active']} active of {n['n']} "
                         "(dnl-ad rule list)"))
+        cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE list = 'black') AS black, "
+                            "count(*) FILTER (WHERE list = 'white') AS white "
+                            "FROM {}.watch_entry").format(sql.Identifier(schema)))
+        n = cur.fetchone()
+        rows.append(Row("watch lists", OK, f"{n['black']} blacklist and {n['white']} "
+                        "whitelist entries (dnl-ad watch list)"))
     return rows
 
 

@@ -122,6 +122,12 @@ def _rule(settings: Settings, args: argparse.Namespace) -> int:
     return own_rules.main(settings, args)
 
 
+def _watch(settings: Settings, args: argparse.Namespace) -> int:
+    from . import own_watch
+
+    return own_watch.main(settings, args)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from . import demo
 
@@ -181,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     own_rules.add_arguments(p)
     p.set_defaults(handler=_rule)
+    p = add("watch", help="destination blacklist / whitelist: add, list, remove")
+    from . import own_watch
+
+    own_watch.add_arguments(p)
+    p.set_defaults(handler=_watch)
     p = add("demo", help="all seven notices on an embedded PostgreSQL and SMTP sink")
     p.add_argument("--clients", type=int, default=40, help="demo clients (default 40)")
     p.add_argument("--timeout", type=float, default=90.0, help="give up after this many s")

@@ -132,6 +132,7 @@ EMAIL_TYPE = {
     "quality_rule": 22,        # rule alert
     "period_compare": 22,
     "traffic_alert": 22,
+    "watch_list": 33,          # fraud detection
 }
 
 

@@ -92,6 +92,7 @@ def demo_settings(dsn: str, smtp_host: str, smtp_port: int, work: Path, eml_dir:
         dry_run_dir=str(work / "dry-run"), template_dir=str(REPO_ROOT / "templates"),
         balance_check_seconds=2, daily_check_seconds=2, trunk_check_seconds=2,
         quality_check_seconds=2, period_check_seconds=2, traffic_check_seconds=2,
+        watch_check_seconds=2,
         delivery_seconds=1, retry_base_seconds=1, retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
     )

@@ -259,7 +259,7 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
     _quality_rules(cur)
-    _own_rules(cur, own_schema)
+    _own_rules(cur, own_schema, now)
     # a traffic alert on client 5, with limits its steady traffic always meets
     cur.execute("INSERT INTO traffic_alert (less_hour, greater_hour, email, carriers, "
                 "code_name, mail_from, mail_subject, mail_content, active) "
@@ -351,7 +351,9 @@ PERIOD_RULES: tuple[dict[str, Any], ...] = (
 )
 
 
-def _own_rules(cur: db.Cursor, schema: str) -> None:
+def _own_rules(cur: db.Cursor, schema: str, now: dt.datetime) -> None:
+    """dnl_ad's own rules, when its schema is migrated: the period rule above, and a
+    global blacklist of Cuba's prefix 53 that client 10 called in the last hour."""
     cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
     if not cur.fetchone()["present"]:
         return
@@ -359,6 +361,15 @@ def _own_rules(cur: db.Cursor, schema: str) -> None:
         cur.execute(sql.SQL("INSERT INTO {}.period_rule ({}) VALUES ({})").format(
             sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, rule)),
             sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
+    cur.execute(sql.SQL("INSERT INTO {}.watch_entry (list, kind, value, note) "
+                        "VALUES ('black', 'prefix', '53', 'demo: no calls to Cuba')").format(
+        sql.Identifier(schema)))
+    cur.execute("INSERT INTO cdr_report_detail (report_time, ingress_client_id, ingress_id, "
+                "ingress_total_calls, ingress_success_calls, not_zero_calls, duration, "
+                "ingress_bill_time, ingress_call_cost, ingress_code, ingress_country, "
+                "egress_country) SELECT %s, client_id, 2 * client_id - 1, 12, 6, 6, 366, 360, "
+                "0.5, '5351234', 'Cuba', 'Cuba' FROM client WHERE client_id = 10",
+                (now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1),))
 
 
 def _history(cur: db.Cursor, now: dt.datetime) -> None:

@@ -24,6 +24,7 @@ KINDS: dict[int, str] = {
     11: "quality_rule",
     12: "period_compare",
     13: "traffic_alert",
+    14: "watch_list",
 }
 
 

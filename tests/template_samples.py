@@ -15,7 +15,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
-                     "period_compare": "period_compare", "traffic_alert": "traffic_alert"}
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert",
+                     "watch_list": "watch_list"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -110,6 +111,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "code_name": "Cuba Mobile", "previous_hour": "2026-03-01 08:00 GMT",
         "current_hour": "2026-03-01 09:00 GMT", "previous_hour_calls": 5,
         "current_hour_calls": 500, "less_hour": 10, "greater_hour": 400,
+    },
+    "watch_list": {
+        "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "destination": "prefix 53", "reason": "blacklisted", "day": "2026-03-01",
+        "calls": 42, "minutes": "61.50", "cost": Decimal("12.3456"),
     },
 }
 

@@ -22,7 +22,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
-                     "period_compare": "period_compare", "traffic_alert": "traffic_alert"}
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert",
+                     "watch_list": "watch_list"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -52,6 +53,7 @@ SYNONYMS = {
     "quality_rule": {"abr", "code", "code_name", "country", "trunk_id", "blocked"},
     "period_compare": {"metric", "unit", "period", "client_name"},  # in condition, values
     "traffic_alert": {"carrier", "client_name"},   # the account line names the carrier
+    "watch_list": set(),
 }
 
 

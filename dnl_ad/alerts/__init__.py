@@ -69,4 +69,6 @@ ALERTS: dict[int, AlertSpec] = {
                   "dnl_ad.alerts.period_compare", "period_check_seconds"),
     13: AlertSpec(13, "traffic_alert", "Traffic alerts (traffic_alert)",
                   "dnl_ad.alerts.traffic_alert", "traffic_check_seconds"),
+    14: AlertSpec(14, "watch_list", "Destination watch lists", "dnl_ad.alerts.watch_list",
+                  "watch_check_seconds"),
 }

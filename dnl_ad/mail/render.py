@@ -86,6 +86,9 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "carrier", "client_name", "company_name", "code_name", "previous_hour",
         "current_hour", "previous_hour_calls", "current_hour_calls", "less_hour",
         "greater_hour"),
+    "watch_list": (
+        "client_name", "company_name", "destination", "reason", "day", "calls", "minutes",
+        "cost"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -110,6 +113,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     "alert_rules": "quality_rule",
     "period_compare": "period_compare",   # dnl_ad's own rules: default templates only
     "traffic_alert": "traffic_alert",
+    "watch_list": "watch_list",
 }
 
 PARTS = ("from", "subject", "content", "cc")
