@@ -236,104 +236,164 @@ def _condition(metric: str, column: str) -> sql.Composable:
 _METRIC_COLUMN = {"asr": "asr", "abr": "asr", "acd": "acd", "pdd": "pdd_ms",
                   "profitability": "profitability", "revenue": "revenue"}
 
-_EVALUATE = """
-WITH r AS (
-    SELECT * FROM unnest(
-        %(rule_id)s::int[], %(src)s::text[], %(side)s::int[], %(grp)s::int[],
-        %(start_at)s::timestamptz[], %(end_at)s::timestamptz[], %(all_trunk)s::boolean[],
-        %(res_ids)s::text[], %(min_calls)s::int[],
-        %(asr_op)s::text[], %(asr_val)s::float8[], %(abr_op)s::text[], %(abr_val)s::float8[],
-        %(acd_op)s::text[], %(acd_val)s::float8[], %(pdd_op)s::text[], %(pdd_val)s::float8[],
-        %(profitability_op)s::text[], %(profitability_val)s::float8[],
-        %(revenue_op)s::text[], %(revenue_val)s::float8[])
-      AS r(rule_id, src, side, grp, start_at, end_at, all_trunk, res_ids, min_calls,
-           asr_op, asr_val, abr_op, abr_val, acd_op, acd_val, pdd_op, pdd_val,
-           profitability_op, profitability_val, revenue_op, revenue_val)
-), w AS (
-    SELECT DISTINCT src, side, grp, start_at, end_at FROM r
-), agg AS (
-    SELECT w.src, w.side, w.grp, w.start_at, w.end_at, k.trunk, k.gkey,
-           coalesce(sum(k.total), 0)::bigint AS total,
+# The measures of cdr_report_detail per leg: (trunk, attempts, group key by monitor_by).
+_LEG = {1: ("ingress_id", "ingress_total_calls",
+            {5: "ingress_code_name", 6: "ingress_country", 7: "ingress_code"}),
+        2: ("egress_id", "egress_total_calls",
+            {5: "egress_code_name", 6: "egress_country", 7: "egress_code"})}
+
+# One aggregation per (leg, grouping) kind, over every window of that kind (w: one row per
+# distinct window, `combo`); the column names are fixed per kind, so each is the plain
+# GROUP BY a hand-written query would be, and a kind no rule uses joins no row. A window
+# whose rules all list their trunks (no all_trunk rule) reads only those trunks (wp: one
+# row per window and listed trunk, hash-joined); groups under the smallest
+# min_call_attempt of the window's rules are dropped before any rule sees them.
+_SUMS = """
+           coalesce(sum(d.{total}), 0)::bigint AS total,
            coalesce(sum(d.not_zero_calls), 0)::bigint AS not_zero,
            coalesce(sum(d.duration), 0)::bigint AS duration,
            coalesce(sum(d.pdd), 0)::bigint AS pdd,
            coalesce(sum(d.ingress_call_cost), 0) AS in_cost,
-           coalesce(sum(d.egress_call_cost), 0) AS out_cost
-    FROM w
-    JOIN cdr_report_detail d ON d.report_time >= w.start_at AND d.report_time < w.end_at
-    CROSS JOIN LATERAL (SELECT
-        CASE w.side WHEN 1 THEN d.ingress_id ELSE d.egress_id END AS trunk,
-        CASE w.side WHEN 1 THEN d.ingress_total_calls ELSE d.egress_total_calls END AS total,
-        coalesce(CASE w.grp
-          WHEN 5 THEN CASE w.side WHEN 1 THEN d.ingress_code_name ELSE d.egress_code_name END
-          WHEN 6 THEN CASE w.side WHEN 1 THEN d.ingress_country ELSE d.egress_country END
-          WHEN 7 THEN CASE w.side WHEN 1 THEN d.ingress_code ELSE d.egress_code END
-        END, '') AS gkey) k
-    WHERE w.src = 'cdr'
-    GROUP BY w.src, w.side, w.grp, w.start_at, w.end_at, k.trunk, k.gkey
+           coalesce(sum(d.egress_call_cost), 0) AS out_cost"""
+
+_CDR_KIND = """
+    SELECT w.combo, a.* FROM w CROSS JOIN LATERAL (
+        SELECT d.{trunk} AS trunk, {gkey} AS gkey, {sums}
+        FROM cdr_report_detail d
+        WHERE d.report_time >= w.start_at AND d.report_time < w.end_at
+          AND d.{trunk} IS NOT NULL
+        GROUP BY 1, 2
+        HAVING coalesce(sum(d.{total}), 0) >= w.min_calls) a
+    WHERE w.src = 'cdr' AND w.side = {side} AND w.grp = {grp} AND w.all_trunks
     UNION ALL
-    SELECT w.src, w.side, w.grp, w.start_at, w.end_at, q.resource_id,
-           CASE w.grp WHEN 7 THEN coalesce(q.code, '') ELSE '' END,
-           coalesce(sum(q.total_calls), 0)::bigint, coalesce(sum(q.not_zero_calls), 0)::bigint,
-           coalesce(sum(q.call_duration), 0)::bigint, coalesce(sum(q.pdd), 0)::bigint,
-           0::numeric, 0::numeric
-    FROM w
-    JOIN qos_route_report q ON q.report_time >= w.start_at AND q.report_time < w.end_at
-    WHERE w.src = 'qos'
-    GROUP BY w.src, w.side, w.grp, w.start_at, w.end_at, q.resource_id,
-             CASE w.grp WHEN 7 THEN coalesce(q.code, '') ELSE '' END
+    SELECT wp.combo, d.{trunk} AS trunk, {gkey} AS gkey, {sums}
+    FROM wp
+    JOIN cdr_report_detail d ON d.{trunk} = wp.trunk AND d.report_time >= wp.start_at
+                            AND d.report_time < wp.end_at
+    WHERE wp.src = 'cdr' AND wp.side = {side} AND wp.grp = {grp}
+    GROUP BY 1, 2, 3
+    HAVING coalesce(sum(d.{total}), 0) >= max(wp.min_calls)"""
+
+_QOS_KIND = """
+    SELECT w.combo, a.* FROM w CROSS JOIN LATERAL (
+        SELECT q.resource_id AS trunk, {gkey} AS gkey,
+               coalesce(sum(q.total_calls), 0)::bigint,
+               coalesce(sum(q.not_zero_calls), 0)::bigint,
+               coalesce(sum(q.call_duration), 0)::bigint, coalesce(sum(q.pdd), 0)::bigint,
+               0::numeric, 0::numeric
+        FROM qos_route_report q
+        WHERE q.report_time >= w.start_at AND q.report_time < w.end_at
+          AND q.resource_id IS NOT NULL
+        GROUP BY 1, 2
+        HAVING coalesce(sum(q.total_calls), 0) >= w.min_calls) a
+    WHERE w.src = 'qos' AND w.grp = {grp}"""
+
+_EVALUATE = """
+WITH w AS (
+    SELECT * FROM unnest(%(w_combo)s::int[], %(w_src)s::text[], %(w_side)s::int[],
+                         %(w_grp)s::int[], %(w_start)s::timestamptz[], %(w_end)s::timestamptz[],
+                         %(w_all)s::boolean[], %(w_min)s::int[])
+      AS w(combo, src, side, grp, start_at, end_at, all_trunks, min_calls)
+), wp AS (
+    SELECT DISTINCT w.*, x.trunk
+    FROM unnest(%(p_combo)s::int[], %(p_trunk)s::int[]) AS x(combo, trunk)
+    JOIN w ON w.combo = x.combo AND NOT w.all_trunks
+), r AS (
+    SELECT * FROM unnest(
+        %(rule_id)s::int[], %(combo)s::int[], %(all_trunk)s::boolean[], %(min_calls)s::int[],
+        %(asr_op)s::text[], %(asr_val)s::float8[], %(abr_op)s::text[], %(abr_val)s::float8[],
+        %(acd_op)s::text[], %(acd_val)s::float8[], %(pdd_op)s::text[], %(pdd_val)s::float8[],
+        %(profitability_op)s::text[], %(profitability_val)s::float8[],
+        %(revenue_op)s::text[], %(revenue_val)s::float8[])
+      AS r(rule_id, combo, all_trunk, min_calls, asr_op, asr_val, abr_op, abr_val,
+           acd_op, acd_val, pdd_op, pdd_val, profitability_op, profitability_val,
+           revenue_op, revenue_val)
+), p AS (
+    SELECT * FROM unnest(%(p_rule)s::int[], %(p_trunk)s::int[]) AS p(rule_id, trunk)
+), agg AS ({kinds}
 ), m AS (
     SELECT agg.*,
-           CASE WHEN total > 0 THEN not_zero * 100.0 / total ELSE 0 END AS asr,
-           CASE WHEN not_zero > 0 THEN duration::numeric / not_zero ELSE 0 END AS acd,
-           CASE WHEN total > 0 THEN pdd::numeric / total ELSE 0 END AS pdd_ms,
-           in_cost - out_cost AS revenue,
-           CASE WHEN in_cost <> 0 THEN (in_cost - out_cost) * 100 / in_cost ELSE 0 END
-               AS profitability
-    FROM agg WHERE trunk IS NOT NULL AND total > 0
+           CASE WHEN total > 0 THEN not_zero::float8 * 100 / total ELSE 0 END AS asr,
+           CASE WHEN not_zero > 0 THEN duration::float8 / not_zero ELSE 0 END AS acd,
+           CASE WHEN total > 0 THEN pdd::float8 / total ELSE 0 END AS pdd_ms,
+           (in_cost - out_cost)::float8 AS revenue,
+           CASE WHEN in_cost <> 0 THEN ((in_cost - out_cost) * 100 / in_cost)::float8
+                ELSE 0 END AS profitability
+    FROM agg WHERE total > 0
+), hit AS (
+    SELECT r.rule_id, m.* FROM r JOIN m ON m.combo = r.combo
+    WHERE r.all_trunk AND m.total >= r.min_calls AND {conditions}
+    UNION ALL
+    SELECT r.rule_id, m.* FROM p JOIN r ON r.rule_id = p.rule_id
+    JOIN m ON m.combo = r.combo AND m.trunk = p.trunk
+    WHERE NOT r.all_trunk AND m.total >= r.min_calls AND {conditions}
 )
-SELECT r.rule_id, m.trunk, m.gkey, m.total, m.not_zero, m.duration, m.pdd,
-       m.in_cost, m.out_cost, m.asr::float8 AS asr, m.acd::float8 AS acd,
-       m.pdd_ms::float8 AS pdd_ms, m.revenue::float8 AS revenue,
-       m.profitability::float8 AS profitability,
+SELECT hit.rule_id, hit.trunk, hit.gkey, hit.total, hit.not_zero, hit.duration, hit.pdd,
+       hit.in_cost, hit.out_cost, hit.asr::float8 AS asr, hit.acd::float8 AS acd,
+       hit.pdd_ms::float8 AS pdd_ms, hit.revenue::float8 AS revenue,
+       hit.profitability::float8 AS profitability,
        res.alias, res.client_id, c.name AS client_name, c.company, c.noc_email
-FROM r
-JOIN m ON m.src = r.src AND m.side = r.side AND m.grp = r.grp AND m.start_at = r.start_at
-      AND m.end_at = r.end_at
-LEFT JOIN resource res ON res.resource_id = m.trunk
+FROM hit
+LEFT JOIN resource res ON res.resource_id = hit.trunk
 LEFT JOIN client c ON c.client_id = res.client_id
-WHERE (r.all_trunk OR m.trunk::text = ANY(string_to_array(r.res_ids, ',')))
-  AND m.total >= r.min_calls
-  AND {conditions}
-ORDER BY r.rule_id, m.trunk, m.gkey
+ORDER BY hit.rule_id, hit.trunk, hit.gkey
 """
+
+
+def _kinds() -> sql.Composable:
+    parts = []
+    for side, (trunk, total, groups) in _LEG.items():
+        for grp in (0, 5, 6, 7):
+            gkey = (sql.SQL("coalesce(d.{}, '')").format(sql.Identifier(groups[grp]))
+                    if grp in groups else sql.SQL("''::text"))
+            parts.append(sql.SQL(_CDR_KIND).format(
+                trunk=sql.Identifier(trunk), total=sql.Identifier(total), gkey=gkey,
+                side=sql.Literal(side), grp=sql.Literal(grp),
+                sums=sql.SQL(_SUMS).format(total=sql.Identifier(total))))
+    for grp, gkey in ((0, sql.SQL("''::text")), (7, sql.SQL("coalesce(q.code, '')::text"))):
+        parts.append(sql.SQL(_QOS_KIND).format(gkey=gkey, grp=sql.Literal(grp)))
+    return sql.SQL("\n    UNION ALL").join(parts)
 
 
 def evaluate_query() -> sql.Composed:
     conditions = sql.SQL(" AND ").join(_condition(metric, _METRIC_COLUMN[metric])
                                        for metric in qc.METRICS)
-    return sql.SQL(_EVALUATE).format(conditions=conditions)
+    return sql.SQL(_EVALUATE).format(kinds=_kinds(), conditions=conditions)
 
 
 def evaluate_params(rules: Sequence[Rule], now: dt.datetime) -> dict[str, list[Any]]:
-    """The rules as parallel arrays (one unnest row each): no SQL built from data."""
+    """The windows, the rules and their listed trunks as parallel arrays (unnest rows):
+    no SQL is built from data."""
     params: dict[str, list[Any]] = {k: [] for k in (
-        "rule_id", "src", "side", "grp", "start_at", "end_at", "all_trunk", "res_ids",
-        "min_calls")}
+        "w_combo", "w_src", "w_side", "w_grp", "w_start", "w_end", "w_all", "w_min",
+        "rule_id", "combo", "all_trunk", "min_calls", "p_rule", "p_trunk", "p_combo")}
     for metric in qc.METRICS:
         params[f"{metric}_op"] = []
         params[f"{metric}_val"] = []
+    combos: dict[tuple[Any, ...], int] = {}
     for rule in rules:
         start, end = rule.window(now)
+        # qos_route_report has no leg of its own: its windows are shared by both legs
+        key = (rule.source, rule.side if rule.source == "cdr" else 0, rule.monitor_by,
+               start, end)
+        if key not in combos:
+            combos[key] = len(combos) + 1
+            for name, value in zip(("w_combo", "w_src", "w_side", "w_grp", "w_start", "w_end"),
+                                   (combos[key], *key), strict=True):
+                params[name].append(value)
+            params["w_all"].append(False)
+            params["w_min"].append(max(rule.min_calls, 1))
+        index = combos[key] - 1
+        params["w_all"][index] = params["w_all"][index] or rule.all_trunk
+        params["w_min"][index] = min(params["w_min"][index], max(rule.min_calls, 1))
         params["rule_id"].append(rule.id)
-        params["src"].append(rule.source)
-        params["side"].append(rule.side)
-        params["grp"].append(rule.monitor_by)
-        params["start_at"].append(start)
-        params["end_at"].append(end)
+        params["combo"].append(combos[key])
         params["all_trunk"].append(rule.all_trunk)
-        params["res_ids"].append(",".join(map(str, rule.res_ids)))
         params["min_calls"].append(rule.min_calls)
+        if not rule.all_trunk:
+            params["p_rule"].extend([rule.id] * len(rule.res_ids))
+            params["p_trunk"].extend(rule.res_ids)
+            params["p_combo"].extend([combos[key]] * len(rule.res_ids))
         for metric in qc.METRICS:
             op, value = rule.ops.get(metric, (qc.IGNORE, 0.0))
             params[f"{metric}_op"].append(op)
