@@ -27,8 +27,8 @@ from .mail.message import Mail
 
 TRUNK_KINDS = {"trunk_pending", "trunk_suspended", "quality_rule"}
 # where the client (or resource) id sits in a kind's dedupe key; 1 unless listed
-# (quality_rule:<rule>:<resource>:...)
-KEY_POSITION = {"quality_rule": 2}
+# (quality_rule:<rule>:<resource>:..., traffic_alert:<row>:<client>:...)
+KEY_POSITION = {"quality_rule": 2, "traffic_alert": 2}
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 

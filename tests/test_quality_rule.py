@@ -102,10 +102,17 @@ def test_asr_and_acd_rule_fires_once_logs_mails_and_blocks(v5_conn, v5_database,
     assert count(v5_conn, "alert_rules_log") == 1
     assert count(v5_conn, "resource_block WHERE action_type = 1") == 1
 
-    # unblock_after_min passed: our block is deleted, the operator's stays
+    # unblock_after_min passed: our block is deleted, the operator's stays; the group
+    # still breaks the rule, so it is told (and blocked) again
     later = NOW + dt.timedelta(minutes=31)
+    assert quality_rule.sweep(v5_database, later, v5_settings).queued == 1
+    ids = {r["res_block_id"] for r in f.rows(v5_conn, "SELECT res_block_id FROM "
+                                             "resource_block")}
+    assert operator_block["res_block_id"] in ids and block["res_block_id"] not in ids
+    assert len(ids) == 2 and count(v5_conn, "alert_rules_log") == 2
+    # with blocks off, the next expiry leaves only the operator's block
     f.update(v5_conn, "alert_rules", {"id": rule["id"]}, is_block=False, is_email=False)
-    quality_rule.sweep(v5_database, later, v5_settings)
+    quality_rule.sweep(v5_database, later + dt.timedelta(minutes=31), v5_settings)
     ids = {r["res_block_id"] for r in f.rows(v5_conn, "SELECT res_block_id FROM "
                                              "resource_block")}
     assert ids == {operator_block["res_block_id"]}
@@ -280,8 +287,10 @@ def test_skipped_rules_do_not_run_and_check_lists_them(v5_conn, v5_database,
     assert [r["alert_rules_id"] for r in f.rows(v5_conn, "SELECT alert_rules_id FROM "
                                                 "alert_rules_log")] == [2]
     rows = {r.check: r for r in check.run_checks(v5_settings, NOW)}
-    assert "1 active" in rows["quality rules"].detail or "2 active" in rows["quality rules"].detail
-    assert "by dnis" in rows["quality rules skipped"].detail
+    assert rows["quality rules"].detail.startswith("2 active alert_rules, 1 evaluated")
+    assert rows["quality rules skipped"].status == "WARN"
+    assert "rule 1 'by dnis': monitor_by 1 (trunk + DNIS) needs per-call CDRs" in \
+        rows["quality rules skipped"].detail
 
 
 def test_the_rules_own_template_is_used(v5_conn, v5_database, v5_settings, smtp) -> None:

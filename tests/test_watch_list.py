@@ -154,3 +154,17 @@ def test_watch_commands(v5_conn, v5_settings, tmp_path, capsys) -> None:
                      "1"]) == 2
     assert cli.main(["--config", ini, "watch", "remove", "1"]) == 0
     assert cli.main(["--config", ini, "watch", "remove", "1"]) == 1
+
+
+def test_check_counts_own_rules_and_entries(v5_conn, v5_settings) -> None:
+    from dnl_ad import check
+
+    from .test_period_compare import rule
+
+    seed_system(v5_conn)
+    entry(v5_conn, "black", prefix="53")
+    entry(v5_conn, "white", country="France")
+    rule(v5_conn)
+    rows = {r.check: r for r in check.run_checks(v5_settings, NOW)}
+    assert rows["watch lists"].detail.startswith("1 blacklist and 1 whitelist entries")
+    assert rows["period rules"].detail.startswith("1 active of 1")
