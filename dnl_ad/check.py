@@ -252,6 +252,25 @@ def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list
     return rows
 
 
+def _own_templates(check: str, kind: str,
+                   sources: list[tuple[str, str, str | None, str | None]]) -> list[Row]:
+    """Unknown tags in the templates v5 keeps on the rule rows themselves (a row only when
+    one has some: they reach the recipient as written)."""
+    from .mail import render
+
+    found = []
+    for name, prefix, subject, content in sources:
+        for part, text in (("subject", subject), ("content", content)):
+            unknown = render.unknown_tags(text, kind)
+            if unknown:
+                found.append(f"{name} {prefix}_{part}: "
+                             + ", ".join("{" + t + "}" for t in unknown))
+    if not found:
+        return []
+    return [Row(check, WARN, "unknown tags (they reach the recipient as written):\n"
+                + "\n".join(found[:20]))]
+
+
 def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> list[Row]:
     """The quality alarms' settings: active rules, and the rules dnl_ad cannot evaluate
     from the aggregate tables (each with the reason)."""
@@ -270,9 +289,16 @@ def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> l
         rows.append(Row("quality rules skipped", WARN,
                         f"{len(skipped)} rule(s) not computable from aggregates:\n"
                         f"{shown}{more}"))
+    rows += _own_templates(
+        "quality rule templates", "quality_rule",
+        [(f"rule {r.id} {r.name!r}", "trouble_ticket", r.subject, r.content) for r in rules])
     from .alerts import traffic_alert
 
     alerts = traffic_alert.load(cur)
+    rows += _own_templates(
+        "traffic alert templates", "traffic_alert",
+        [(f"traffic_alert {a['id']}", "mail", a.get("mail_subject"), a.get("mail_content"))
+         for a in alerts])
     unusable = [(a, traffic_alert.problem(a)) for a in alerts]
     unusable = [(a, why) for a, why in unusable if why]
     rows.append(Row("traffic alerts", WARN if unusable else OK,

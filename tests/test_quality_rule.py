@@ -281,7 +281,7 @@ def test_skipped_rules_do_not_run_and_check_lists_them(v5_conn, v5_database,
                                                        v5_settings) -> None:
     trunk = setup(v5_conn)
     add_rule(v5_conn, rule_name="by dnis", monitor_by=1)
-    add_rule(v5_conn, rule_name="fine")
+    add_rule(v5_conn, rule_name="fine", trouble_ticket_subject="{trunk_name} {nonsense}")
     hour_traffic(v5_conn, trunk, 150, 25, 50)
     assert quality_rule.sweep(v5_database, NOW, v5_settings).queued == 1
     assert [r["alert_rules_id"] for r in f.rows(v5_conn, "SELECT alert_rules_id FROM "
@@ -291,6 +291,8 @@ def test_skipped_rules_do_not_run_and_check_lists_them(v5_conn, v5_database,
     assert rows["quality rules skipped"].status == "WARN"
     assert "rule 1 'by dnis': monitor_by 1 (trunk + DNIS) needs per-call CDRs" in \
         rows["quality rules skipped"].detail
+    assert "rule 2 'fine' trouble_ticket_subject: {nonsense}" in \
+        rows["quality rule templates"].detail
 
 
 def test_the_rules_own_template_is_used(v5_conn, v5_database, v5_settings, smtp) -> None:
