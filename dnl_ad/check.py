@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TextIO
 
+from psycopg2 import sql
+
 from . import contract, db, migrations
 from .config import Settings
 
@@ -286,6 +288,74 @@ def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list
     return rows
 
 
+def _own_templates(check: str, kind: str,
+                   sources: list[tuple[str, str, str | None, str | None]]) -> list[Row]:
+    """Unknown tags in the templates v5 keeps on the rule rows themselves (a row only when
+    one has some: they reach the recipient as written)."""
+    from .mail import render
+
+    found = []
+    for name, prefix, subject, content in sources:
+        for part, text in (("subject", subject), ("content", content)):
+            unknown = render.unknown_tags(text, kind)
+            if unknown:
+                found.append(f"{name} {prefix}_{part}: "
+                             + ", ".join("{" + t + "}" for t in unknown))
+    if not found:
+        return []
+    return [Row(check, WARN, "unknown tags (they reach the recipient as written):\n"
+                + "\n".join(found[:20]))]
+
+
+def check_quality(cur: db.Cursor, now: dt.datetime, schema: str = "dnl_ad") -> list[Row]:
+    """The quality alarms' settings: active rules, and the rules dnl_ad cannot evaluate
+    from the aggregate tables (each with the reason)."""
+    from .alerts import quality_rule
+
+    rules = quality_rule.load_rules(cur)
+    skipped = [(r, quality_rule.not_computable(r)) for r in rules]
+    skipped = [(r, why) for r, why in skipped if why]
+    never = [r for r in rules if r.schedule not in (1, 2, 3)]
+    rows = [Row("quality rules", OK,
+                f"{len(rules)} active alert_rules, {len(rules) - len(skipped)} evaluated"
+                + (f", {len(never)} with execution_schedule 'never'" if never else ""))]
+    if skipped:
+        shown = "\n".join(f"rule {r.id} {r.name!r}: {why}" for r, why in skipped[:20])
+        more = f"\n... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        rows.append(Row("quality rules skipped", WARN,
+                        f"{len(skipped)} rule(s) not computable from aggregates:\n"
+                        f"{shown}{more}"))
+    rows += _own_templates(
+        "quality rule templates", "quality_rule",
+        [(f"rule {r.id} {r.name!r}", "trouble_ticket", r.subject, r.content) for r in rules])
+    from .alerts import traffic_alert
+
+    alerts = traffic_alert.load(cur)
+    rows += _own_templates(
+        "traffic alert templates", "traffic_alert",
+        [(f"traffic_alert {a['id']}", "mail", a.get("mail_subject"), a.get("mail_content"))
+         for a in alerts])
+    unusable = [(a, traffic_alert.problem(a)) for a in alerts]
+    unusable = [(a, why) for a, why in unusable if why]
+    rows.append(Row("traffic alerts", WARN if unusable else OK,
+                    f"{len(alerts)} active traffic_alert row(s)"
+                    + "".join(f"\nrow {a['id']}: {why}" for a, why in unusable[:20])))
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
+    if cur.fetchone()["present"]:
+        cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE active) AS active, count(*) AS n "
+                            "FROM {}.period_rule").format(sql.Identifier(schema)))
+        n = cur.fetchone()
+        rows.append(Row("period rules", OK, f"{n['active']} active of {n['n']} "
+                        "(dnl-ad rule list)"))
+        cur.execute(sql.SQL("SELECT count(*) FILTER (WHERE list = 'black') AS black, "
+                            "count(*) FILTER (WHERE list = 'white') AS white "
+                            "FROM {}.watch_entry").format(sql.Identifier(schema)))
+        n = cur.fetchone()
+        rows.append(Row("watch lists", OK, f"{n['black']} blacklist and {n['white']} "
+                        "whitelist entries (dnl-ad watch list)"))
+    return rows
+
+
 def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
     now = now or dt.datetime.now(dt.timezone.utc)
     rows = [Row("configuration", OK, f"{settings.config_path or 'defaults'} "
@@ -332,6 +402,11 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
             except Exception as exc:
                 conn.rollback()
                 rows.append(Row("cdr fields", FAIL, _first_line(exc)))
+            try:
+                rows += check_quality(cur, now, settings.own_schema)
+            except Exception as exc:
+                conn.rollback()
+                rows.append(Row("quality rules", FAIL, _first_line(exc)))
         conn.rollback()  # check writes nothing
     finally:
         conn.close()

@@ -140,6 +140,18 @@ def _preview(settings: Settings, args: argparse.Namespace) -> int:
                         eml=args.eml, html=args.html)
 
 
+def _rule(settings: Settings, args: argparse.Namespace) -> int:
+    from . import own_rules
+
+    return own_rules.main(settings, args)
+
+
+def _watch(settings: Settings, args: argparse.Namespace) -> int:
+    from . import own_watch
+
+    return own_watch.main(settings, args)
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from . import demo
 
@@ -180,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(handler=_run)
     add("debug", help="run in the foreground with DEBUG logs on the console"
                    ).set_defaults(handler=_debug)
-    p = add("harness", help="interactive tester: keys 1-7 run alert N now")
+    p = add("harness", help="interactive tester: press an alert number to run it now")
     p.add_argument("--send", action="store_true", help="really queue and send (default: dry run)")
     p.add_argument("--at", type=_instant, help="pretend it is this instant (ISO 8601, UTC if "
                    "no offset)")
@@ -188,12 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", help="verify configuration, database, contract, SMTP, templates"
                    ).set_defaults(handler=_check)
     p = add("preview", help="the exact mail one client would get from one alert")
-    p.add_argument("alert", help="alert number 1-7 or kind (low_balance, trunk_pending, ...)")
+    p.add_argument("alert", help="alert number or kind (low_balance, quality_rule, ...)")
     p.add_argument("--client", type=int, required=True, help="client_id")
     p.add_argument("--at", type=_instant, help="instant (ISO 8601, UTC if no offset)")
     p.add_argument("--eml", help="also write the message to this .eml file")
     p.add_argument("--html", help="also write the HTML part to this file")
     p.set_defaults(handler=_preview)
+    p = add("rule", help="period-over-period rules (dnl_ad's own): add, list, remove")
+    from . import own_rules
+
+    own_rules.add_arguments(p)
+    p.set_defaults(handler=_rule)
+    p = add("watch", help="destination blacklist / whitelist: add, list, remove")
+    from . import own_watch
+
+    own_watch.add_arguments(p)
+    p.set_defaults(handler=_watch)
     p = add("demo", help="all seven notices on an embedded PostgreSQL and SMTP sink")
     p.add_argument("--clients", type=int, default=40, help="demo clients (default 40)")
     p.add_argument("--timeout", type=float, default=90.0, help="give up after this many s")

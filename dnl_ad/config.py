@@ -240,6 +240,12 @@ class Settings:
     balance_check_seconds: int = 60
     daily_check_seconds: int = 60
     trunk_check_seconds: int = 60
+    quality_check_seconds: int = 60
+    period_check_seconds: int = 300
+    period_settle_minutes: int = 60
+    traffic_check_seconds: int = 300
+    traffic_settle_minutes: int = 10
+    watch_check_seconds: int = 600
     delivery_seconds: int = 5
     delivery_batch: int = 500
     max_attempts: int = 8
@@ -343,6 +349,12 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "BALANCE_CHECK_SECONDS": ("balance_check_seconds", _int_range(1, 86400)),
     "DAILY_CHECK_SECONDS": ("daily_check_seconds", _int_range(1, 86400)),
     "TRUNK_CHECK_SECONDS": ("trunk_check_seconds", _int_range(1, 86400)),
+    "QUALITY_CHECK_SECONDS": ("quality_check_seconds", _int_range(1, 86400)),
+    "PERIOD_CHECK_SECONDS": ("period_check_seconds", _int_range(1, 86400)),
+    "PERIOD_SETTLE_MINUTES": ("period_settle_minutes", _int_range(0, 7 * 24 * 60)),
+    "TRAFFIC_CHECK_SECONDS": ("traffic_check_seconds", _int_range(1, 86400)),
+    "TRAFFIC_SETTLE_MINUTES": ("traffic_settle_minutes", _int_range(0, 59)),
+    "WATCH_CHECK_SECONDS": ("watch_check_seconds", _int_range(1, 86400)),
     "DELIVERY_SECONDS": ("delivery_seconds", _int_range(1, 3600)),
     "DELIVERY_BATCH": ("delivery_batch", _int_range(1, 100000)),
     "MAX_ATTEMPTS": ("max_attempts", _int_range(1, 100)),

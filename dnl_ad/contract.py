@@ -91,6 +91,33 @@ OPTIONAL: Mapping[str, tuple[str, ...]] = {
     "client": ("noc_email",),
     "resource_ip": ("resource_id", "ip"),
     "resource_prefix": ("resource_id", "tech_prefix"),
+    # quality rules (alert 11): a switch without them has no rules to evaluate
+    "alert_rules": (
+        "id", "rule_name", "active", "trunk_type", "all_trunk", "res_id", "monitor_by",
+        "acd", "acd_value", "asr", "asr_value", "abr", "abr_value", "pdd", "pdd_value",
+        "profitability", "profitability_value", "revenue", "revenue_value",
+        "min_call_attempt", "sample_size", "execution_schedule", "specific_minutes",
+        "daily_time", "weekly_time", "weekly_value", "last_run_time", "next_run_time",
+        "is_block", "is_email", "unblock_after_min", "trouble_ticket_sent_to",
+        "trouble_ticket_sent_from", "trouble_ticket_subject", "trouble_ticket_content"),
+    "alert_rules_log": (
+        "id", "alert_rules_id", "create_on", "status", "finish_time", "limit_acd_value",
+        "limit_asr_value", "limit_abr_value", "limit_pdd_value", "limit_profitability_value",
+        "limit_revenue_value", "limit_asr", "limit_abr", "limit_acd", "limit_pdd",
+        "limit_profitability", "limit_revenue", "time", "call_attempt"),
+    "alert_rules_log_detail": (
+        "id", "update_at", "alert_rules_log_id", "resource_id", "code", "asr", "abr", "acd",
+        "pdd", "profitability", "revenue", "system_email_address", "partner_email_address",
+        "is_email", "is_block", "resource_block_id", "email_type", "valid_to", "trunk_type",
+        "monitor_by", "time", "country", "code_name"),
+    "resource_block": (
+        "res_block_id", "ingress_res_id", "engress_res_id", "ingress_client_id",
+        "egress_client_id", "digit", "action_type", "code_name", "country", "create_by",
+        "update_by", "create_time", "unblock_at", "block_at", "unblock_after"),
+    "traffic_alert": ("id", "less_hour", "greater_hour", "email", "carriers", "code_name",
+                      "mail_from", "mail_subject", "mail_content", "active"),
+    "qos_route_report": ("report_time", "resource_id", "code", "total_calls",
+                         "not_zero_calls", "call_duration", "pdd"),
 }
 
 # email_log.type codes the v5 UI names (PROVIDER_DB.md, email_log).
@@ -102,6 +129,10 @@ EMAIL_TYPE = {
     "cdr_delivery": 5,
     "trunk_pending": 36,
     "trunk_suspended": 36,
+    "quality_rule": 22,        # rule alert
+    "period_compare": 22,
+    "traffic_alert": 22,
+    "watch_list": 33,          # fraud detection
 }
 
 

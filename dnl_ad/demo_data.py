@@ -200,7 +200,7 @@ def _mail_template() -> dict[str, Any]:
 
 
 def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
-             traffic_hours: int = 48) -> Generated:
+             traffic_hours: int = 48, own_schema: str = "dnl_ad") -> Generated:
     """Fill an empty provider-subset database with `n_clients` clients relative to `now`.
 
     `seed` varies the traffic pattern; everything else follows the client number.
@@ -258,6 +258,12 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
                 (now - dt.timedelta(hours=2),))
     traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
+    _quality_rules(cur)
+    _own_rules(cur, own_schema, now)
+    # a traffic alert on client 5, with limits its steady traffic always meets
+    cur.execute("INSERT INTO traffic_alert (less_hour, greater_hour, email, carriers, "
+                "code_name, mail_from, mail_subject, mail_content, active) "
+                "VALUES (1000, 0, 'noc@carrier.example', '5', '', '1', '', '', true)")
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),
@@ -310,6 +316,60 @@ def _traffic(cur: db.Cursor, n_clients: int, now: dt.datetime, hours: int, seed:
         {"n": n_clients, "start": start, "end": end, "seed": seed},
     )
     return cur.rowcount
+
+
+# Quality rules as the v5 UI saves them: the first fires on the ingress trunks of clients
+# 5 and 10 (the demo traffic answers 60 % of calls, 61 s each) and blocks them for an
+# hour; the second groups by DNIS, which aggregates cannot, and is listed by `check`.
+QUALITY_RULES: tuple[dict[str, Any], ...] = (
+    {"rule_name": "Low ASR on key routes", "trunk_type": 1, "all_trunk": False,
+     "res_id": "9,19", "asr": "<", "asr_value": 70, "acd": "<", "acd_value": 65,
+     "abr": "1", "pdd": "1", "profitability": "1", "revenue": "1", "min_call_attempt": 1,
+     "sample_size": 60, "execution_schedule": 1, "specific_minutes": 15, "is_block": True,
+     "is_email": True, "unblock_after_min": 60, "trouble_ticket_sent_to": 1,
+     "monitor_by": 0, "active": True},
+    {"rule_name": "ASR by DNIS", "trunk_type": 1, "all_trunk": True, "asr": "<",
+     "asr_value": 20, "acd": "1", "abr": "1", "pdd": "1", "profitability": "1",
+     "revenue": "1", "min_call_attempt": 50, "sample_size": 60, "execution_schedule": 2,
+     "daily_time": 6, "is_block": False, "is_email": True, "trouble_ticket_sent_to": 1,
+     "monitor_by": 1, "active": True},
+)
+
+
+def _quality_rules(cur: db.Cursor) -> None:
+    for rule in QUALITY_RULES:
+        cur.execute(sql.SQL("INSERT INTO alert_rules ({}) VALUES ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, rule)),
+            sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
+
+
+# dnl_ad's own period rule (its schema, when migrated): the demo traffic answers 60 % of
+# its calls every day, so "yesterday's ASR below 70 %" fires once.
+PERIOD_RULES: tuple[dict[str, Any], ...] = (
+    {"name": "Daily ASR below 70%", "metric": "asr", "scope": "all", "period": "day",
+     "condition": "lt", "value": 70, "min_calls": 1, "recipients": "noc@carrier.example"},
+)
+
+
+def _own_rules(cur: db.Cursor, schema: str, now: dt.datetime) -> None:
+    """dnl_ad's own rules, when its schema is migrated: the period rule above, and a
+    global blacklist of Cuba's prefix 53 that client 10 called in the last hour."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{schema}.period_rule",))
+    if not cur.fetchone()["present"]:
+        return
+    for rule in PERIOD_RULES:
+        cur.execute(sql.SQL("INSERT INTO {}.period_rule ({}) VALUES ({})").format(
+            sql.Identifier(schema), sql.SQL(", ").join(map(sql.Identifier, rule)),
+            sql.SQL(", ").join(sql.Placeholder() * len(rule))), list(rule.values()))
+    cur.execute(sql.SQL("INSERT INTO {}.watch_entry (list, kind, value, note) "
+                        "VALUES ('black', 'prefix', '53', 'demo: no calls to Cuba')").format(
+        sql.Identifier(schema)))
+    cur.execute("INSERT INTO cdr_report_detail (report_time, ingress_client_id, ingress_id, "
+                "ingress_total_calls, ingress_success_calls, not_zero_calls, duration, "
+                "ingress_bill_time, ingress_call_cost, ingress_code, ingress_country, "
+                "egress_country) SELECT %s, client_id, 2 * client_id - 1, 12, 6, 6, 366, 360, "
+                "0.5, '5351234', 'Cuba', 'Cuba' FROM client WHERE client_id = 10",
+                (now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1),))
 
 
 def _history(cur: db.Cursor, now: dt.datetime) -> None:

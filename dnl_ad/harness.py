@@ -44,7 +44,30 @@ def _cbreak(stream: TextIO) -> Iterator[None]:
 
 
 def keys(stream: TextIO) -> Iterator[str]:
-    """Key presses: one character at a time on a tty, the characters of each line otherwise."""
+    """Commands: an alert number (several digits when the registry has numbers above 9:
+    '1' then Enter runs 1, '1' '1' runs 11), or one other key. A digit that starts no
+    longer number runs at once."""
+    names = {str(n) for n in ALERTS}
+    pending = ""
+    for ch in _raw_keys(stream):
+        if ch.isdigit():
+            pending += ch
+            if not any(n != pending and n.startswith(pending) for n in names):
+                yield pending
+                pending = ""
+            continue
+        if pending:
+            yield pending
+            pending = ""
+        if not ch.isspace():
+            yield ch
+    if pending:
+        yield pending
+
+
+def _raw_keys(stream: TextIO) -> Iterator[str]:
+    """Key presses: one character at a time on a tty, the characters of each line (and its
+    end) otherwise."""
     if stream.isatty():
         with _cbreak(stream):
             while True:
@@ -54,7 +77,8 @@ def keys(stream: TextIO) -> Iterator[str]:
                 yield ch
     else:
         for line in stream:
-            yield from (ch for ch in line if not ch.isspace())
+            yield from line.rstrip("\n")
+            yield "\n"
 
 
 def describe(spec: AlertSpec, result: SweepResult, settings: Settings) -> str:
@@ -129,7 +153,8 @@ def main(settings: Settings, *, send: bool = False, at: dt.datetime | None = Non
             elif key in "h?":
                 print(menu(), file=out, flush=True)
             else:
-                print(f"unknown key {key!r}; 1-7 run an alert, q quits", file=out, flush=True)
+                print(f"unknown key {key!r}; an alert number runs it, q quits", file=out,
+                      flush=True)
     finally:
         database.close()
     print("bye", file=out)

@@ -21,6 +21,10 @@ KINDS: dict[int, str] = {
     5: "cdr_delivery",
     6: "trunk_pending",
     7: "trunk_suspended",
+    11: "quality_rule",
+    12: "period_compare",
+    13: "traffic_alert",
+    14: "watch_list",
 }
 
 

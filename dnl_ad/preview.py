@@ -25,7 +25,10 @@ from .alerts import ALERTS, AlertSpec
 from .config import Settings
 from .mail.message import Mail
 
-TRUNK_KINDS = {"trunk_pending", "trunk_suspended"}
+TRUNK_KINDS = {"trunk_pending", "trunk_suspended", "quality_rule"}
+# where the client (or resource) id sits in a kind's dedupe key; 1 unless listed
+# (quality_rule:<rule>:<resource>:..., traffic_alert:<row>:<client>:...)
+KEY_POSITION = {"quality_rule": 2, "traffic_alert": 2}
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 
@@ -37,17 +40,19 @@ def find_alert(name: str) -> AlertSpec | None:
     return next((spec for spec in ALERTS.values() if spec.kind == text), None)
 
 
-def key_subject_id(mail: Mail) -> int | None:
+def key_subject_id(mail: Mail, position: int = 1) -> int | None:
     """The client (or resource, for trunk notices) id in the Message-ID's dedupe key."""
     readable = mail.message_id.strip("<>").partition("@")[0]
     parts = readable.split(".")
-    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+    if len(parts) > position + 1 and parts[position].isdigit():
+        return int(parts[position])
+    return None
 
 
 def client_mails(mails: list[Mail], kind: str, client_id: int,
                  resources: set[int]) -> list[Mail]:
     wanted = resources if kind in TRUNK_KINDS else {client_id}
-    return [m for m in mails if key_subject_id(m) in wanted]
+    return [m for m in mails if key_subject_id(m, KEY_POSITION.get(kind, 1)) in wanted]
 
 
 def _resources(database: db.Database, client_id: int) -> set[int]:

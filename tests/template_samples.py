@@ -14,7 +14,9 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert",
+                     "watch_list": "watch_list"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -84,6 +86,37 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "trunk_suspended": {k: v for k, v in _TRUNK.items()
                         if k not in ("download_deadline", "rate_download_link", "download_url",
                                      "allowed_ip", "prefix")},
+    "quality_rule": {
+        "rule_name": "Low ASR", "trunk_name": "acme-in", "trunk_id": 12,
+        "trunk_type": "ingress", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "monitor_by": "trunk + country", "group": "Nigeria", "code": "",
+        "code_name": "", "country": "Nigeria", "conditions": "ASR below 30% and ACD below 60s",
+        "calls": 150, "not_zero_calls": 38, "min_call_attempt": 100, "asr": "25.33",
+        "abr": "25.33", "acd": "50.00", "pdd": "2000.00", "revenue": "2.00",
+        "profitability": "20.00", "start_time": "2026-03-01 09:00:00 GMT",
+        "end_time": "2026-03-01 10:00:00 GMT", "sample_size": 60, "blocked": "yes",
+        "unblock_at": "2026-03-01 10:35:00 GMT",
+    },
+    "period_compare": {
+        "rule_name": "Daily ASR drop", "metric": "ASR", "unit": "%",
+        "scope": "ingress traffic of country Nigeria", "period": "day",
+        "condition": "ASR falls by more than 20% against the previous day",
+        "current_period": "2026-03-01", "previous_period": "2026-02-28",
+        "current_value": "30.00", "previous_value": "50.00", "change": "-20.00",
+        "change_pct": "-40.00", "current_calls": 200, "previous_calls": 180,
+        "client_name": "", "company_name": "",
+    },
+    "traffic_alert": {
+        "carrier": "acme", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "code_name": "Cuba Mobile", "previous_hour": "2026-03-01 08:00 GMT",
+        "current_hour": "2026-03-01 09:00 GMT", "previous_hour_calls": 5,
+        "current_hour_calls": 500, "less_hour": 10, "greater_hour": 400,
+    },
+    "watch_list": {
+        "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "destination": "prefix 53", "reason": "blacklisted", "day": "2026-03-01",
+        "calls": 42, "minutes": "61.50", "cost": Decimal("12.3456"),
+    },
 }
 
 

@@ -44,7 +44,7 @@ def test_harness_keys_1_to_7_dry_run_writes_nothing(conn, settings, tmp_path) ->
     proc = subprocess.run(
         [sys.executable, "-m", "dnl_ad", "--config", str(ini), "harness",
          "--at", NOW.isoformat()],
-        input="1\n2\n3\n4\n5\n6\n7\nq\n", cwd=REPO, capture_output=True, text=True,
+        input="".join(f"{n}\n" for n in ALERTS) + "q\n", cwd=REPO, capture_output=True, text=True,
         timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -62,6 +62,14 @@ def test_harness_keys_1_to_7_dry_run_writes_nothing(conn, settings, tmp_path) ->
     kinds = {p.read_text(errors="replace").split("X-DNL-AD-Kind: ")[1].split()[0]
              for p in emls}
     assert kinds == {spec.kind for spec in ALERTS.values()}
+
+
+def test_keys_read_alert_numbers_of_two_digits() -> None:
+    import io
+
+    from dnl_ad import harness
+
+    assert list(harness.keys(io.StringIO("1\n11\n6\nx\nq\n"))) == ["1", "11", "6", "x", "q"]
 
 
 def test_harness_quits_on_q_and_reports_unknown_keys(conn, settings, tmp_path) -> None:

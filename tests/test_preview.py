@@ -51,3 +51,16 @@ def test_preview_trunk_notice_by_number_and_a_client_without_one(conn, settings,
                      "--at", NOW.isoformat()]) == 1
     assert "client 21 would get no trunk_pending notice" in capsys.readouterr().out
     assert cli.main(["--config", ini, "preview", "nonsense", "--client", "1"]) == 2
+
+
+def test_preview_quality_rule_by_client(conn, settings, tmp_path, capsys) -> None:
+    ini = _setup(conn, settings, tmp_path)
+    # the demo's rule watches the ingress trunks of clients 5 (id 9) and 10 (id 19)
+    assert cli.main(["--config", ini, "preview", "11", "--client", "10",
+                     "--at", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "client000010-in" in out and "Low ASR on key routes" in out
+    assert "client000005-in" not in out
+    assert "To: noc@carrier.example" in out   # trouble_ticket_sent_to 1: own NOC
+    assert cli.main(["--config", ini, "preview", "quality_rule", "--client", "7",
+                     "--at", NOW.isoformat()]) == 1

@@ -21,7 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
+                     "period_compare": "period_compare", "traffic_alert": "traffic_alert",
+                     "watch_list": "watch_list"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -47,6 +49,11 @@ SYNONYMS = {
     "cdr_delivery": {"file_name", "share_link", "trunk_name"},   # all in download_link
     "trunk_pending": {"download_deadline"},
     "trunk_suspended": set(),
+    # abr is asr; code, code name or country is the group; the block line shows one of two
+    "quality_rule": {"abr", "code", "code_name", "country", "trunk_id", "blocked"},
+    "period_compare": {"metric", "unit", "period", "client_name"},  # in condition, values
+    "traffic_alert": {"carrier", "client_name"},   # the account line names the carrier
+    "watch_list": set(),
 }
 
 

@@ -63,4 +63,12 @@ ALERTS: dict[int, AlertSpec] = {
                  "trunk_check_seconds"),
     7: AlertSpec(7, "trunk_suspended", "Trunk suspended", "dnl_ad.alerts.trunk_suspended",
                  "trunk_check_seconds"),
+    11: AlertSpec(11, "quality_rule", "Quality rules (alert_rules)", "dnl_ad.alerts.quality_rule",
+                  "quality_check_seconds"),
+    12: AlertSpec(12, "period_compare", "Period-over-period rules",
+                  "dnl_ad.alerts.period_compare", "period_check_seconds"),
+    13: AlertSpec(13, "traffic_alert", "Traffic alerts (traffic_alert)",
+                  "dnl_ad.alerts.traffic_alert", "traffic_check_seconds"),
+    14: AlertSpec(14, "watch_list", "Destination watch lists", "dnl_ad.alerts.watch_list",
+                  "watch_check_seconds"),
 }

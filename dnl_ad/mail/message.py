@@ -211,7 +211,11 @@ def _sender(rendered: Rendered, config: MailConfig) -> tuple[str, str]:
     from_id = (rendered.from_id or "").strip()
     candidates = []
     if from_id and from_id.lower() != "default":
-        candidates.append((from_id, config.senders.get(from_id) or ""))
+        # a mail_sender id; traffic_alert.mail_from may hold an address itself
+        if from_id in config.senders:
+            candidates.append((from_id, config.senders[from_id]))
+        elif "@" in from_id:
+            candidates.append(("", from_id))
     candidates += [("", config.system.get("fromemail") or ""), ("", config.default_from or "")]
     for sender_id, candidate in candidates:
         addr = valid_address(str(candidate).strip())

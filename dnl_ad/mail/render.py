@@ -73,6 +73,22 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
     "trunk_suspended": (
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
+    "quality_rule": (
+        "rule_name", "trunk_name", "trunk_id", "trunk_type", "client_name", "company_name",
+        "monitor_by", "group", "code", "code_name", "country", "conditions", "calls",
+        "not_zero_calls", "min_call_attempt", "asr", "abr", "acd", "pdd", "revenue",
+        "profitability", "start_time", "end_time", "sample_size", "blocked", "unblock_at"),
+    "period_compare": (
+        "rule_name", "metric", "unit", "scope", "period", "condition", "current_period",
+        "previous_period", "current_value", "previous_value", "change", "change_pct",
+        "current_calls", "previous_calls", "client_name", "company_name"),
+    "traffic_alert": (
+        "carrier", "client_name", "company_name", "code_name", "previous_hour",
+        "current_hour", "previous_hour_calls", "current_hour_calls", "less_hour",
+        "greater_hour"),
+    "watch_list": (
+        "client_name", "company_name", "destination", "reason", "day", "calls", "minutes",
+        "cost"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -91,6 +107,13 @@ TEMPLATE_KINDS: dict[str, str] = {
     "hour_3": "trunk_pending",
     "hour_1": "trunk_pending",
     "no_download_rate": "trunk_suspended",
+    # not mail_tmplate columns: these alerts carry their mail on their own v5 rows
+    # (alert_rules.trouble_ticket_*, traffic_alert.mail_*), registered per row as
+    # "<prefix>:<id>" (MailConfig.add_template); the bare prefix names the default.
+    "alert_rules": "quality_rule",
+    "period_compare": "period_compare",   # dnl_ad's own rules: default templates only
+    "traffic_alert": "traffic_alert",
+    "watch_list": "watch_list",
 }
 
 PARTS = ("from", "subject", "content", "cc")
@@ -362,6 +385,19 @@ class MailConfig:
 
     def part(self, template: str, part: str) -> Any:
         return self.templates.get(column(template, part))
+
+    def add_template(self, template: str, *, subject: Any = None, content: Any = None,
+                     sender: Any = None, cc: Any = None) -> None:
+        """A template that lives outside mail_tmplate, under its own name: the v5 tables
+        that carry their mail with the rule (alert_rules.trouble_ticket_*,
+        traffic_alert.mail_*). Compiled and cached like a mail_tmplate one."""
+        if not isinstance(self.templates, dict):
+            self.templates = dict(self.templates)
+        for part, value in (("subject", subject), ("content", content), ("from", sender),
+                            ("cc", cc)):
+            self.templates[column(template, part)] = value
+        for key in [k for k in self._compiled if k[0] == template]:
+            del self._compiled[key]
 
     def compiled(self, template: str, kind: str) -> _Compiled:
         key = (template, kind)

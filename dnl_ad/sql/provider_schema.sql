@@ -346,3 +346,164 @@ CREATE TABLE daily_cdr_fields (
     field varchar,
     label varchar
 );
+
+-- v5 quality rules (the UI's "Alert Rules"), their run log and per-group log detail:
+-- dnl_ad evaluates the rules (alert quality_rule) and writes the two logs and
+-- last_run_time / next_run_time.
+CREATE TABLE alert_rules (
+    id serial PRIMARY KEY,
+    rule_name varchar(100),
+    trunk_type smallint NOT NULL DEFAULT 1,
+    all_trunk boolean NOT NULL DEFAULT false,
+    acd character(1),
+    acd_value real,
+    asr character(1),
+    asr_value real,
+    abr character(1),
+    abr_value real,
+    pdd character(1),
+    pdd_value double precision,
+    profitability character(1),
+    profitability_value real,
+    revenue character(1),
+    revenue_value real,
+    min_call_attempt integer,
+    trouble_ticket_sent_to smallint,
+    trouble_ticket_sent_from integer,
+    trouble_ticket_subject varchar(100),
+    trouble_ticket_content text,
+    execution_schedule smallint,
+    specific_minutes integer,
+    daily_time smallint,
+    weekly_time smallint,
+    weekly_value smallint,
+    sample_size integer,
+    last_run_time timestamptz,
+    active boolean DEFAULT true,
+    is_block boolean DEFAULT true,
+    is_email boolean DEFAULT true,
+    monitor_by integer DEFAULT 0,
+    res_id text,
+    next_run_time timestamptz,
+    unblock_after_min integer
+);
+
+CREATE TABLE alert_rules_log (
+    id serial PRIMARY KEY,
+    alert_rules_id integer,
+    create_on timestamptz,
+    status integer,
+    finish_time timestamptz,
+    limit_acd_value real,
+    limit_asr_value real,
+    limit_abr_value real,
+    limit_pdd_value double precision,
+    limit_profitability_value real,
+    limit_revenue_value real,
+    limit_asr character(1),
+    limit_abr character(1),
+    limit_acd character(1),
+    limit_pdd character(1),
+    limit_profitability character(1),
+    limit_revenue character(1),
+    "time" numeric,
+    call_attempt numeric NOT NULL
+);
+
+CREATE TABLE alert_rules_log_detail (
+    id serial PRIMARY KEY,
+    update_at timestamptz,
+    alert_rules_log_id integer,
+    resource_id integer,
+    code varchar(50),
+    asr real,
+    abr real,
+    acd real,
+    pdd real,
+    profitability real,
+    revenue real,
+    system_email_address varchar(100),
+    partner_email_address varchar(100),
+    is_email boolean,
+    is_block boolean,
+    resource_block_id integer,
+    email_type integer,
+    valid_to numeric,
+    trunk_type integer,
+    monitor_by integer,
+    "time" numeric,
+    country varchar(100),
+    code_name varchar(100)
+);
+
+-- v5 traffic alerts: "previous hour attempts less than less_hour and current hour
+-- attempts greater than greater_hour", for the listed carriers and code names.
+CREATE TABLE traffic_alert (
+    id serial PRIMARY KEY,
+    less_hour integer,
+    greater_hour integer,
+    email character(255),
+    carriers varchar(500),
+    code_name varchar(1000),
+    mail_from text,
+    mail_content text,
+    mail_subject text,
+    active boolean
+);
+
+-- Per-trunk, per-code aggregates, finer and fresher than cdr_report_detail.
+CREATE TABLE qos_route_report (
+    report_time timestamptz NOT NULL,
+    resource_id integer,
+    code varchar(32),
+    not_zero_calls integer,
+    total_calls integer,
+    bill_time integer,
+    cancel_calls integer,
+    busy_calls integer,
+    direction integer,
+    server_ip varchar(36),
+    pdd integer,
+    cost numeric(12, 6),
+    call_duration integer,
+    total_pdd integer
+);
+CREATE INDEX qos_route_report_report_time_idx ON qos_route_report (report_time);
+
+-- Blocks the engine reads; DNL's daemons write action_type 1 (alert rules), 2, 3 and
+-- unblock with DELETE ... WHERE unblock_at < now (epoch seconds).
+CREATE TABLE resource_block (
+    ingress_res_id integer,
+    engress_res_id integer,
+    digit prefix_range DEFAULT '',
+    res_block_id serial PRIMARY KEY,
+    time_profile_id integer,
+    ingress_client_id integer,
+    egress_client_id integer,
+    disable_by_alert boolean DEFAULT false,
+    ani_prefix prefix_range,
+    ani_length integer,
+    dnis_length integer,
+    ani_method integer,
+    dnis_method integer,
+    ani_empty boolean DEFAULT false,
+    action_type integer DEFAULT 0,
+    block_log_id integer,
+    loop_block_id integer,
+    ticket_log_id integer,
+    code_name varchar,
+    country varchar,
+    create_by varchar,
+    create_time timestamptz NOT NULL DEFAULT now(),
+    update_by varchar,
+    dialer_detection_id integer,
+    ani_max_length integer DEFAULT 32,
+    dnis_max_length integer DEFAULT 32,
+    ingress_group_id integer,
+    egress_group_id integer,
+    full_match integer DEFAULT 0,
+    unblock_at numeric,
+    type integer,
+    block_at numeric,
+    unblock_after numeric
+);
