@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(handler=_run)
     add("debug", help="run in the foreground with DEBUG logs on the console"
                    ).set_defaults(handler=_debug)
-    p = add("harness", help="interactive tester: keys 1-7 run alert N now")
+    p = add("harness", help="interactive tester: keys 1-9 (0: 10) run alert N now")
     p.add_argument("--send", action="store_true", help="really queue and send (default: dry run)")
     p.add_argument("--at", type=_instant, help="pretend it is this instant (ISO 8601, UTC if "
                    "no offset)")
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", help="verify configuration, database, contract, SMTP, templates"
                    ).set_defaults(handler=_check)
     p = add("preview", help="the exact mail one client would get from one alert")
-    p.add_argument("alert", help="alert number 1-7 or kind (low_balance, trunk_pending, ...)")
+    p.add_argument("alert", help="alert number 1-10 or kind (low_balance, usage_limit, ...)")
     p.add_argument("--client", type=int, required=True, help="client_id")
     p.add_argument("--at", type=_instant, help="instant (ISO 8601, UTC if no offset)")
     p.add_argument("--eml", help="also write the message to this .eml file")

@@ -102,6 +102,11 @@ EMAIL_TYPE = {
     "cdr_delivery": 5,
     "trunk_pending": 36,
     "trunk_suspended": 36,
+    # not in the UI's list: the UI shows daily/hourly limits in its "Fraud Detection" box,
+    # so their mails are listed there; the trunks disabled for a low balance under it
+    "usage_limit": 33,
+    "fraud_detection": 33,
+    "low_balance_disable": 1,
 }
 
 

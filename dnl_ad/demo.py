@@ -1,12 +1,12 @@
-"""`./run.sh demo`: all seven notices in about a minute, with nothing to set up.
+"""`./run.sh demo`: every alert's notices in about a minute, with nothing to set up.
 
 1. Start an embedded PostgreSQL (pgserver) in a temporary directory and load the
    provider subset, dnl_ad's schema and demo data generated around the real current
    time, so that the loop's real clock finds every alert due (daily reports included:
    their clients' local send hour is now).
 2. Start an SMTP sink on 127.0.0.1 that writes every accepted message as an .eml file.
-3. Run the daemon's real loop (scheduler.Loop: the seven sweeps and delivery, short
-   cadences) in a thread until a message of each of the seven kinds has arrived, or the
+3. Run the daemon's real loop (scheduler.Loop: every sweep and delivery, short
+   cadences) in a thread until a message of each kind has arrived, or the
    time limit passes.
 4. Print a summary table, stop everything, delete the database.
 
@@ -91,6 +91,7 @@ def demo_settings(dsn: str, smtp_host: str, smtp_port: int, work: Path, eml_dir:
         pidfile=str(work / "dnl_ad.pid"), logfile=str(eml_dir / "dnl_ad-demo.log"),
         dry_run_dir=str(work / "dry-run"), template_dir=str(REPO_ROOT / "templates"),
         balance_check_seconds=2, daily_check_seconds=2, trunk_check_seconds=2,
+        usage_limit_check_seconds=2, fraud_check_seconds=2,
         delivery_seconds=1, retry_base_seconds=1, retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
     )
@@ -142,7 +143,7 @@ def main(*, clients: int = 40, timeout: float = 90.0, out_dir: str | Path = "dem
             daemon.startup(database, settings, now)
             loop = Loop(settings, database)
             thread = threading.Thread(target=loop.run_forever, name="dnl_ad-loop", daemon=True)
-            say("running the daemon's loop (7 sweeps + delivery) ...")
+            say(f"running the daemon's loop ({len(ALERTS)} sweeps + delivery) ...")
             thread.start()
             want = {spec.kind for spec in ALERTS.values()}
             deadline = time.monotonic() + timeout
@@ -160,10 +161,10 @@ def main(*, clients: int = 40, timeout: float = 90.0, out_dir: str | Path = "dem
         print(table(summary, eml_dir), file=stream)
         print(f"daemon log: {settings.logfile}", file=stream)
         if missing:
-            say(f"NOT all seven kinds went out within {timeout:.0f} s; missing: "
+            say(f"NOT all {len(ALERTS)} kinds went out within {timeout:.0f} s; missing: "
                 f"{', '.join(sorted(missing))} (see the log)")
             return 1
-        say("all seven kinds sent; cleaning up")
+        say(f"all {len(ALERTS)} kinds sent; cleaning up")
         return 0
     finally:
         for handler in root.handlers[:]:

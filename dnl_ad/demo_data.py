@@ -17,6 +17,8 @@ What a client gets is a pure function of its number, so a bench or a test can sa
     i % 20 == 3   rate deck downloaded (nothing)
     i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
     i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
+    i % 25 == 0   daily and hourly usage limits, with traffic in the running hour
+                  (qos_route_report): 60 % of the hourly limit; i % 50 == 0: 125 %
 
 Settings are stored as the v5 UI stores them (PROVIDER_DB.md): the low-balance checkbox is
 client.is_daily_balance_notification, low_balance_notice is false as every v5 form writes
@@ -258,6 +260,7 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
                 (now - dt.timedelta(hours=2),))
     traffic = _traffic(cur, n_clients, now, traffic_hours, seed, partitions=not v5)
     _history(cur, now)
+    _limits(cur, n_clients, now)
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),
@@ -328,3 +331,19 @@ def _history(cur: db.Cursor, now: dt.datetime) -> None:
         """,
         (now.date(),),
     )
+
+
+def _limits(cur: db.Cursor, n_clients: int, now: dt.datetime) -> None:
+    """Usage limits (the UI's "Fraud Detection" box) for every 25th client, and their
+    ingress traffic of the running hour in qos_route_report (cdr_report_detail has only
+    the finished hours): 1.2 of an hourly limit of 2 (the 50 % notice), 2.5 for every
+    50th client (100 %: its trunks are blocked until the hour ends)."""
+    cur.execute("UPDATE client SET daily_limit = 50, hourly_limit = 2 "
+                "WHERE client_id %% 25 = 0 AND client_id <= %s", (n_clients,))
+    at = now - dt.timedelta(minutes=min(5, now.minute))
+    cur.execute(
+        "INSERT INTO qos_route_report (report_time, resource_id, code, direction, "
+        "total_calls, not_zero_calls, bill_time, cost) "
+        "SELECT %s, 2 * c - 1, '44', 0, 20, 12, 600, "
+        "CASE WHEN c %% 50 = 0 THEN 2.5 ELSE 1.2 END "
+        "FROM generate_series(25, %s, 25) AS c", (at, n_clients))

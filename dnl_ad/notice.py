@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# alert number (harness keys 1-7) -> kind; the kind names dedupe keys, email_log types
+# alert number (harness keys 1-9, 0 for 10) -> kind; the kind names dedupe keys, email_log types
 # and default template files (templates/<kind>.html.j2, templates/<kind>.txt.j2).
 KINDS: dict[int, str] = {
     1: "low_balance",
@@ -21,6 +21,7 @@ KINDS: dict[int, str] = {
     5: "cdr_delivery",
     6: "trunk_pending",
     7: "trunk_suspended",
+    8: "usage_limit",
 }
 
 

@@ -1,4 +1,4 @@
-"""The loop: a `schedule` registry of the seven alert sweeps and the delivery step.
+"""The loop: a `schedule` registry of the alert sweeps and the delivery step.
 
 One thread runs everything, so jobs never overlap: a long job delays the others and
 never runs twice at once. Every second the loop runs the jobs that are due, each with
@@ -295,7 +295,7 @@ def _delivery_job(loop: Loop) -> Callable[[dt.datetime], Any]:
 
 
 def standard_jobs(loop: Loop) -> list[JobDef]:
-    """The seven sweeps at their configured cadences, then delivery (same-instant ties run
+    """The alert sweeps at their configured cadences, then delivery (same-instant ties run
     in this order, so a notice queued in a tick goes out in the same tick)."""
     jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
                    _sweep_job(loop, spec)) for spec in ALERTS.values()]

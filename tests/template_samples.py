@@ -14,7 +14,7 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -84,6 +84,15 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "trunk_suspended": {k: v for k, v in _TRUNK.items()
                         if k not in ("download_deadline", "rate_download_link", "download_url",
                                      "allowed_ip", "prefix")},
+    "usage_limit": {
+        "company_name": "Acme Telecom Ltd", "client_name": "acme", "event": "blocked",
+        "period": "daily", "step": "100 %", "percent": "104 %",
+        "usage": Decimal("156.25"), "limit": Decimal("150"), "base_limit": Decimal("100"),
+        "carried": Decimal("50"), "unit": "amount in USD",
+        "period_start": "2026-03-02 00:00:00 GMT+08:00",
+        "period_end": "2026-03-03 00:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
+        "reopen_at": "2026-03-03 00:00:00 GMT+08:00",
+    },
 }
 
 

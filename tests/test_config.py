@@ -42,6 +42,12 @@ RETRY_MAX_SECONDS = 100
 CATCHUP_HOURS = 6
 SUSPEND_GRACE_MINUTES = 15
 SUSPEND_MAX_OVERDUE_DAYS = 7
+USAGE_LIMIT_CHECK_SECONDS = 120
+USAGE_LIMIT_UNIT = Minutes
+USAGE_LIMIT_STEPS = 25, 75,100
+USAGE_LIMIT_CARRY_OVER = yes
+FRAUD_CHECK_SECONDS = 30
+LOW_BALANCE_DISABLE = true
 OWNER_BILLING_EMAIL = owner@carrier.example
 DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
@@ -90,6 +96,10 @@ def test_every_key_parsed(tmp_path: Path) -> None:
     assert (s.cdr_api_timeout_seconds, s.cdr_api_poll_seconds) == (40, 2)
     assert (s.cdr_api_host, s.cdr_api_token_port, s.cdr_api_export_port) == (
         "cdr.switch.example", 18887, 18889)
+    assert (s.usage_limit_check_seconds, s.usage_limit_unit, s.usage_limit_steps) == (
+        120, "minutes", (25, 75, 100))
+    assert s.usage_limit_carry_over is True and s.low_balance_disable is True
+    assert s.fraud_check_seconds == 30
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
@@ -101,6 +111,9 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert (s.suspend_grace_minutes, s.dry_run, s.own_schema) == (0, False, "dnl_ad")
     assert s.smtp_verify is True
     assert s.loglevel == logging.INFO
+    # blocking for money is opt-in; the ladder notifies at 50/90/100 % of an amount limit
+    assert s.low_balance_disable is False and s.usage_limit_carry_over is False
+    assert (s.usage_limit_unit, s.usage_limit_steps) == ("amount", (50, 90, 100))
 
 
 def test_loglevel_number(tmp_path: Path) -> None:
@@ -122,6 +135,11 @@ def test_loglevel_number(tmp_path: Path) -> None:
         ("CONNECTION_STRING", "mysql://x/y", "postgresql:// URI"),
         ("OWN_SCHEMA", "dnl; drop", "plain schema name"),
         ("CATCHUP_HOURS", "-1", "integer >= 0"),
+        ("USAGE_LIMIT_UNIT", "seconds", "'amount', 'minutes'"),
+        ("USAGE_LIMIT_STEPS", "50,90", "ending at 100"),
+        ("USAGE_LIMIT_STEPS", "90,50,100", "ascending percentages"),
+        ("USAGE_LIMIT_STEPS", "half,100", "ascending percentages"),
+        ("LOW_BALANCE_DISABLE", "sometimes", "a boolean"),
     ],
 )
 def test_bad_value_names_key_value_and_expectation(tmp_path: Path, key: str, value: str,

@@ -44,7 +44,8 @@ def test_harness_keys_1_to_7_dry_run_writes_nothing(conn, settings, tmp_path) ->
     proc = subprocess.run(
         [sys.executable, "-m", "dnl_ad", "--config", str(ini), "harness",
          "--at", NOW.isoformat()],
-        input="1\n2\n3\n4\n5\n6\n7\nq\n", cwd=REPO, capture_output=True, text=True,
+        input="".join(f"{n % 10}\n" for n in ALERTS) + "q\n", cwd=REPO, capture_output=True,
+        text=True,
         timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout

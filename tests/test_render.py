@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -47,6 +47,9 @@ SYNONYMS = {
     "cdr_delivery": {"file_name", "share_link", "trunk_name"},   # all in download_link
     "trunk_pending": {"download_deadline"},
     "trunk_suspended": set(),
+    # shown by event: `event` picks the wording; trunks and reopen_at appear in the
+    # blocked and reopened mails only (test_usage_limit shows them)
+    "usage_limit": {"event", "trunks", "reopen_at"},
 }
 
 

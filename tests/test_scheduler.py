@@ -121,7 +121,7 @@ def test_standard_jobs_use_configured_cadences(settings, database) -> None:
     assert expected["trunk_suspended"] == 33
     # all due at once on start, sweeps before delivery
     assert [j.name for j in sorted(loop.registry.jobs) if j.should_run][-1] == "delivery"
-    assert len(standard_jobs(loop)) == 8
+    assert len(standard_jobs(loop)) == len(ALERTS) + 1
 
 
 def test_stop_request_ends_the_loop_between_jobs(settings, database) -> None:

@@ -73,6 +73,11 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
     "trunk_suspended": (
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
+    # dnl_ad's own (v5 has no template for it): `event` is step, blocked or reopened
+    "usage_limit": (
+        "company_name", "client_name", "event", "period", "step", "percent", "usage",
+        "limit", "base_limit", "carried", "unit", "period_start", "period_end", "trunks",
+        "reopen_at"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -91,6 +96,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     "hour_3": "trunk_pending",
     "hour_1": "trunk_pending",
     "no_download_rate": "trunk_suspended",
+    "usage_limit": "usage_limit",          # no mail_tmplate column: the default template
 }
 
 PARTS = ("from", "subject", "content", "cc")

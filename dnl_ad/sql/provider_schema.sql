@@ -346,3 +346,82 @@ CREATE TABLE daily_cdr_fields (
     field varchar,
     label varchar
 );
+
+-- Limits, fraud and blocks (PROVIDER_DB.md section 6). resource_block: the engine's block
+-- list; v5's AFTER trigger copies every change into resource_block_record (not here).
+CREATE TABLE resource_block (
+    ingress_res_id integer,
+    engress_res_id integer,
+    digit prefix_range DEFAULT '',
+    res_block_id serial PRIMARY KEY,
+    ingress_client_id integer,
+    action_type integer DEFAULT 0,
+    create_by varchar,
+    create_time timestamptz NOT NULL DEFAULT now(),
+    update_by varchar,
+    unblock_at numeric,
+    block_at numeric
+);
+CREATE INDEX resource_block_ingress ON resource_block (ingress_res_id);
+
+-- The operator's inbox in the UI: type 1 daily usage limit exceeded, 2 hourly.
+CREATE TABLE admin_alert (
+    id serial PRIMARY KEY,
+    type integer NOT NULL,
+    subject varchar(100),
+    content text,
+    is_view integer NOT NULL DEFAULT 0,
+    create_time timestamptz
+);
+
+-- Fresh per-trunk traffic (direction 0 ingress, 1 egress); bill_time in seconds.
+CREATE TABLE qos_route_report (
+    report_time timestamptz NOT NULL,
+    resource_id integer,
+    code varchar(32),
+    not_zero_calls integer,
+    total_calls integer,
+    bill_time integer,
+    direction integer,
+    cost numeric(12, 6)
+);
+CREATE INDEX qos_route_report_resource ON qos_route_report (report_time, resource_id);
+
+CREATE TABLE fraud_detection (
+    id serial PRIMARY KEY,
+    rule_name varchar(100),
+    active boolean,
+    hourly_minute integer,
+    hourly_revenue integer,
+    daily_minute integer,
+    daily_revenue integer,
+    is_block boolean,
+    is_send_mail boolean,
+    email_to integer,
+    ingress_ids varchar(500)
+);
+
+CREATE TABLE fraud_detection_log (
+    id serial PRIMARY KEY,
+    fraud_detection_id integer,
+    create_on timestamptz,
+    create_by integer,
+    status integer,
+    finish_time timestamptz,
+    "time" numeric
+);
+
+CREATE TABLE fraud_detection_log_detail (
+    id serial PRIMARY KEY,
+    fraud_detection_log_id integer,
+    ingress_id integer,
+    block_type integer,
+    limit_value integer,
+    actual_value varchar(50),
+    partner_email_status boolean,
+    partner_email varchar(200),
+    system_email_status boolean,
+    system_email varchar(200),
+    is_block boolean DEFAULT false,
+    is_send_email boolean DEFAULT false
+);
