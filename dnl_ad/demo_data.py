@@ -18,7 +18,8 @@ What a client gets is a pure function of its number, so a bench or a test can sa
     i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
     i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
     i % 25 == 0   daily and hourly usage limits, with traffic in the running hour
-                  (qos_route_report): 60 % of the hourly limit; i % 50 == 0: 125 %
+                  (qos_route_report): 60 % of the hourly limit; i % 50 == 0: 125 %;
+                  the fraud rule "Hourly revenue over 1" (all trunks) fires for them
 
 Settings are stored as the v5 UI stores them (PROVIDER_DB.md): the low-balance checkbox is
 client.is_daily_balance_notification, low_balance_notice is false as every v5 form writes
@@ -347,3 +348,10 @@ def _limits(cur: db.Cursor, n_clients: int, now: dt.datetime) -> None:
         "SELECT %s, 2 * c - 1, '44', 0, 20, 12, 600, "
         "CASE WHEN c %% 50 = 0 THEN 2.5 ELSE 1.2 END "
         "FROM generate_series(25, %s, 25) AS c", (at, n_clients))
+    # Fraud rules as the UI's Fraud Detection page stores them: one that fires for the
+    # traffic above (mail to the switch's NOC, block), one with every limit left at 0.
+    cur.execute(
+        "INSERT INTO fraud_detection (rule_name, active, hourly_minute, hourly_revenue, "
+        "daily_minute, daily_revenue, is_block, is_send_mail, email_to, ingress_ids) VALUES "
+        "('Hourly revenue over 1', true, 0, 1, 0, 0, true, true, 0, ''), "
+        "('Not configured', true, 0, 0, 0, 0, true, true, 2, '')")

@@ -22,6 +22,7 @@ KINDS: dict[int, str] = {
     6: "trunk_pending",
     7: "trunk_suspended",
     8: "usage_limit",
+    9: "fraud_detection",
 }
 
 

@@ -25,7 +25,7 @@ from .alerts import ALERTS, AlertSpec
 from .config import Settings
 from .mail.message import Mail
 
-TRUNK_KINDS = {"trunk_pending", "trunk_suspended"}
+TRUNK_KINDS = {"trunk_pending", "trunk_suspended", "fraud_detection"}
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 

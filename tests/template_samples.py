@@ -14,7 +14,8 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit"}
+                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit",
+                     "fraud_detection": "fraud_detection"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -92,6 +93,13 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "period_start": "2026-03-02 00:00:00 GMT+08:00",
         "period_end": "2026-03-03 00:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
         "reopen_at": "2026-03-03 00:00:00 GMT+08:00",
+    },
+    "fraud_detection": {
+        "rule_name": "Night revenue", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "company": "Acme Telecom Ltd", "username": "acme_portal", "ingress_name": "acme-in",
+        "trunk_name": "acme-in", "type": "1h revenue", "limit_value": "10.00 USD",
+        "actual_value": "12.34 USD", "window": "last 60 minutes", "blocked": "yes",
+        "current_time": "2026-03-02 03:00:00 GMT",
     },
 }
 

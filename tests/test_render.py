@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
-                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit"}
+                     "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit",
+                     "fraud_detection": "fraud_detection"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -50,6 +51,7 @@ SYNONYMS = {
     # shown by event: `event` picks the wording; trunks and reopen_at appear in the
     # blocked and reopened mails only (test_usage_limit shows them)
     "usage_limit": {"event", "trunks", "reopen_at"},
+    "fraud_detection": {"company", "ingress_name", "blocked"},  # blocked: a sentence
 }
 
 

@@ -65,4 +65,6 @@ ALERTS: dict[int, AlertSpec] = {
                  "trunk_check_seconds"),
     8: AlertSpec(8, "usage_limit", "Usage limit", "dnl_ad.alerts.usage_limit",
                  "usage_limit_check_seconds"),
+    9: AlertSpec(9, "fraud_detection", "Fraud rules", "dnl_ad.alerts.fraud_detection",
+                 "fraud_check_seconds"),
 }

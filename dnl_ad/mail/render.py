@@ -78,6 +78,11 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "company_name", "client_name", "event", "period", "step", "percent", "usage",
         "limit", "base_limit", "carried", "unit", "period_start", "period_end", "trunks",
         "reopen_at"),
+    # the UI's tags for fraud_detection_* (PROVIDER_DB.md section 6), plus the window
+    "fraud_detection": (
+        "rule_name", "client_name", "company_name", "username", "company", "ingress_name",
+        "trunk_name", "type", "limit_value", "actual_value", "window", "blocked",
+        "current_time"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -97,6 +102,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     "hour_1": "trunk_pending",
     "no_download_rate": "trunk_suspended",
     "usage_limit": "usage_limit",          # no mail_tmplate column: the default template
+    "fraud_detection": "fraud_detection",
 }
 
 PARTS = ("from", "subject", "content", "cc")

@@ -40,6 +40,7 @@ CREATE TABLE client (
     billing_email varchar,
     email varchar(100),
     noc_email varchar(100),
+    login varchar(40),
     is_daily_balance_notification boolean DEFAULT false,
     low_balance_notice boolean NOT NULL DEFAULT true,
     notify_client_balance numeric(30, 10) DEFAULT 0,
