@@ -92,6 +92,7 @@ def demo_settings(dsn: str, smtp_host: str, smtp_port: int, work: Path, eml_dir:
         dry_run_dir=str(work / "dry-run"), template_dir=str(REPO_ROOT / "templates"),
         balance_check_seconds=2, daily_check_seconds=2, trunk_check_seconds=2,
         usage_limit_check_seconds=2, fraud_check_seconds=2,
+        low_balance_disable=True,  # the demo opts in to show alert 10
         delivery_seconds=1, retry_base_seconds=1, retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
     )

@@ -23,6 +23,7 @@ KINDS: dict[int, str] = {
     7: "trunk_suspended",
     8: "usage_limit",
     9: "fraud_detection",
+    10: "low_balance_disable",
 }
 
 

@@ -15,7 +15,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
                      "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit",
-                     "fraud_detection": "fraud_detection"}
+                     "fraud_detection": "fraud_detection",
+                     "low_balance_disable": "low_balance_disable"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -100,6 +101,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "trunk_name": "acme-in", "type": "1h revenue", "limit_value": "10.00 USD",
         "actual_value": "12.34 USD", "window": "last 60 minutes", "blocked": "yes",
         "current_time": "2026-03-02 03:00:00 GMT",
+    },
+    "low_balance_disable": {
+        "company_name": "Acme Telecom Ltd", "client_name": "acme", "event": "disabled",
+        "balance": Decimal("12.5"), "notify_balance": Decimal("100"), "days": 5,
+        "since": "2026-02-25 16:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
+        "now": "2026-03-02 16:00:00 GMT+08:00",
     },
 }
 

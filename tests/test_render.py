@@ -22,7 +22,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
                      "trunk_suspended": "no_download_rate", "usage_limit": "usage_limit",
-                     "fraud_detection": "fraud_detection"}
+                     "fraud_detection": "fraud_detection",
+                     "low_balance_disable": "low_balance_disable"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -52,6 +53,7 @@ SYNONYMS = {
     # blocked and reopened mails only (test_usage_limit shows them)
     "usage_limit": {"event", "trunks", "reopen_at"},
     "fraud_detection": {"company", "ingress_name", "blocked"},  # blocked: a sentence
+    "low_balance_disable": {"event", "now"},  # event picks the wording
 }
 
 

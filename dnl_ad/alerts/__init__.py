@@ -67,4 +67,6 @@ ALERTS: dict[int, AlertSpec] = {
                  "usage_limit_check_seconds"),
     9: AlertSpec(9, "fraud_detection", "Fraud rules", "dnl_ad.alerts.fraud_detection",
                  "fraud_check_seconds"),
+    10: AlertSpec(10, "low_balance_disable", "Trunks disabled for low balance",
+                  "dnl_ad.alerts.low_balance_disable", "balance_check_seconds"),
 }

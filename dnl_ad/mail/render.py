@@ -83,6 +83,10 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
         "rule_name", "client_name", "company_name", "username", "company", "ingress_name",
         "trunk_name", "type", "limit_value", "actual_value", "window", "blocked",
         "current_time"),
+    # dnl_ad's own: `event` is disabled or enabled
+    "low_balance_disable": (
+        "company_name", "client_name", "event", "balance", "notify_balance", "days",
+        "since", "trunks", "now"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -103,6 +107,7 @@ TEMPLATE_KINDS: dict[str, str] = {
     "no_download_rate": "trunk_suspended",
     "usage_limit": "usage_limit",          # no mail_tmplate column: the default template
     "fraud_detection": "fraud_detection",
+    "low_balance_disable": "low_balance_disable",  # no mail_tmplate column
 }
 
 PARTS = ("from", "subject", "content", "cc")
