@@ -20,10 +20,10 @@ A sweep:
 1. unblocks, in one statement, every block whose period has ended: it deletes exactly the
    resource_block rows dnl_ad recorded in dnl_ad.usage_limit_block (never an operator's),
    and queues one "reopened" notice per client and period;
-2. lists the clients with a limit (one cheap query) and works out each one's period
-   windows in Python (zones are free text);
-3. runs ONE aggregation query over all windows that decides in SQL: usage, the period's
-   limit (with carry-over), the highest step reached, and returns only the rows where a
+2. lists the distinct zone texts of the clients with a daily limit (a handful) and works
+   out each zone's local day in Python (zones are free text);
+3. runs ONE query that decides in SQL for every client: its windows, usage, the period's
+   limit (with carry-over), the highest step reached; it returns only the rows where a
    step was newly reached or a day's carried limit must be fixed;
 4. per step, in a savepoint: claims the step (upsert guarded by `step < new`, so a
    restart or a second daemon never sends it twice), at 100 % writes the resource_block
@@ -37,7 +37,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -62,70 +61,122 @@ PERIOD_WORD = {"day": "daily", "hour": "hourly"}
 STATE, BLOCKS, CLIENTS = "usage_limit_state", "usage_limit_block", "usage_limit_client"
 KEEP_STATE = dt.timedelta(days=3)  # state rows of periods ended longer ago are pruned
 
-_CLIENTS = """
-SELECT cl.client_id, cl.daily_limit, cl.hourly_limit, cl.auto_send_zone,
-       cl.daily_balance_send_time_zone, sp.sys_timezone,
-       coalesce(uc.carry_over, %(carry)s) AS carry,
-       sd.period_start AS day_start, sd.limit_value AS day_limit
-FROM client cl
+# The zones of the clients with a daily limit: a handful of distinct texts, resolved in
+# Python (free text: +08:00, +0800, GMT+8, IANA names ...); each client's day then comes
+# from its zone's row, in SQL. No per-client work leaves the database.
+_ZONES = """
+SELECT z.auto_zone, z.daily_zone, z.first_client, sp.sys_timezone,
+       EXISTS (SELECT 1 FROM {clients} u WHERE u.carry_over) AS some_carry
+FROM (SELECT coalesce(c.auto_send_zone, '') AS auto_zone,
+             coalesce(c.daily_balance_send_time_zone, '') AS daily_zone,
+             min(c.client_id) AS first_client
+      FROM client c WHERE c.status AND coalesce(c.daily_limit, 0) > 0
+      GROUP BY 1, 2) z
 LEFT JOIN (SELECT s.sys_timezone FROM system_parameter s ORDER BY s.sys_id LIMIT 1) sp
        ON true
-LEFT JOIN {clients} uc ON uc.client_id = cl.client_id
-LEFT JOIN LATERAL (SELECT s.period_start, s.limit_value FROM {state} s
-                   WHERE s.client_id = cl.client_id AND s.period = 'day'
-                   ORDER BY s.period_start DESC LIMIT 1) sd ON true
-WHERE cl.status AND (coalesce(cl.daily_limit, 0) > 0 OR coalesce(cl.hourly_limit, 0) > 0)
 """
 
-# Usage of one client in [a, b): its cdr_report_detail hours, then qos_route_report after
-# the last hour cdr_report_detail has for it (fresher; never the same hour twice).
+# Every period window of every client with a limit: its local day (from its zone's row of
+# `z`) and the clock hour.
+_WINDOWS = """
+z AS (
+    SELECT * FROM unnest(%(z_auto)s::text[], %(z_daily)s::text[], %(z_t0)s::timestamptz[],
+                         %(z_t1)s::timestamptz[], %(z_p0)s::timestamptz[])
+        AS z(auto_zone, daily_zone, t0, t1, p0)
+), cl AS (
+    SELECT c.client_id, c.daily_limit, c.hourly_limit,
+           coalesce(c.auto_send_zone, '') AS auto_zone,
+           coalesce(c.daily_balance_send_time_zone, '') AS daily_zone,
+           coalesce(uc.carry_over, %(carry)s) AS carry
+    FROM client c LEFT JOIN {clients} uc ON uc.client_id = c.client_id
+    WHERE c.status AND (coalesce(c.daily_limit, 0) > 0 OR coalesce(c.hourly_limit, 0) > 0)
+), w AS (
+    SELECT cl.client_id, 'day'::text AS period, z.t0, z.t1,
+           cl.daily_limit::numeric AS base, cl.carry, z.p0
+    FROM cl JOIN z ON z.auto_zone = cl.auto_zone AND z.daily_zone = cl.daily_zone
+    WHERE coalesce(cl.daily_limit, 0) > 0
+    UNION ALL
+    SELECT cl.client_id, 'hour', %(h0)s::timestamptz, %(h1)s::timestamptz,
+           cl.hourly_limit::numeric, false, NULL::timestamptz
+    FROM cl WHERE coalesce(cl.hourly_limit, 0) > 0
+)"""
+
+# Usage per span `s` (client, span name, [a, b)), all spans at once: the client's
+# cdr_report_detail hours, then qos_route_report after the last hour cdr_report_detail
+# has for it (fresher; never the same hour twice). Hash joins over the one report_time
+# range %(lo)s..%(hi)s: one pass over the rows whatever the number of spans (an index
+# probe per span was 10x slower at 40,000 spans: bench_limits).
 _USAGE = """
-SELECT coalesce(c.v, 0) + coalesce((
-    SELECT sum({qos}) FROM resource r
-    JOIN qos_route_report q ON q.resource_id = r.resource_id
-    WHERE r.client_id = w.client_id AND r.ingress AND q.direction = 0
-      AND q.report_time >= greatest({a}, coalesce(c.last + interval '1 hour', {a}))
-      AND q.report_time < {b} AND q.report_time <= %(now)s), 0) AS v
-FROM (SELECT sum({cdr}) AS v, max(d.report_time) AS last FROM cdr_report_detail d
-      WHERE d.ingress_client_id = w.client_id AND d.report_time >= {a}
-        AND d.report_time < {b} AND d.report_time >= %(lo)s AND d.report_time < %(hi)s) c
-"""
+c AS (
+    SELECT s.client_id, s.span, sum({cdr}) AS v, max(d.report_time) AS last
+    FROM s JOIN cdr_report_detail d ON d.ingress_client_id = s.client_id
+    WHERE d.report_time >= s.a AND d.report_time < s.b
+      AND d.report_time >= %(lo)s AND d.report_time < %(hi)s
+    GROUP BY s.client_id, s.span
+), qt AS (
+    SELECT r.client_id, q.report_time, {qos} AS v
+    FROM qos_route_report q JOIN resource r ON r.resource_id = q.resource_id
+    WHERE r.ingress AND q.direction = 0 AND q.report_time >= %(lo)s
+      AND q.report_time <= %(now)s
+), q AS (
+    SELECT s.client_id, s.span, sum(qt.v) AS v
+    FROM s
+    LEFT JOIN c ON c.client_id = s.client_id AND c.span = s.span
+    JOIN qt ON qt.client_id = s.client_id AND qt.report_time < s.b
+           AND qt.report_time >= greatest(s.a, coalesce(c.last + interval '1 hour', s.a))
+    GROUP BY s.client_id, s.span
+), usage AS (
+    SELECT s.client_id, s.span, coalesce(c.v, 0) + coalesce(q.v, 0) AS v
+    FROM s
+    LEFT JOIN c ON c.client_id = s.client_id AND c.span = s.span
+    LEFT JOIN q ON q.client_id = s.client_id AND q.span = s.span
+)"""
 
+# The decision: the period's state, limit (carry-over: base + what yesterday left, capped
+# at 2x, fixed at the day's first sweep), the highest step reached (width_bucket over the
+# sorted steps); only rows with a new step, or a day whose carried limit must be fixed,
+# come back (the OFFSET 0 fence joins client for those rows only).
 _DECIDE = """
-WITH w AS (
-    SELECT * FROM unnest(%(client)s::int[], %(period)s::text[], %(t0)s::timestamptz[],
-                         %(t1)s::timestamptz[], %(base)s::numeric[], %(p0)s::timestamptz[],
-                         %(p1)s::timestamptz[], %(plimit)s::numeric[])
-        AS w(client_id, period, t0, t1, base, p0, p1, plimit)
-), u AS (
-    SELECT w.*, s.step AS done_step, s.limit_value AS kept_limit, s.carried AS kept_carried,
-           (s.client_id IS NOT NULL) AS has_state, cu.v AS usage, pu.v AS prev_usage
+WITH {windows}, ws AS (
+    SELECT w.*, st.step AS done_step, st.limit_value AS kept_limit,
+           st.carried AS kept_carried, (st.client_id IS NOT NULL) AS has_state,
+           (w.carry AND st.client_id IS NULL) AS need_prev,
+           coalesce(sy.limit_value, w.base) AS plimit
     FROM w
-    LEFT JOIN {state} s ON s.client_id = w.client_id AND s.period = w.period
-                       AND s.period_start = w.t0
-    LEFT JOIN LATERAL ({usage}) cu ON true
-    LEFT JOIN LATERAL ({prev_usage}) pu ON w.p0 IS NOT NULL
-), l AS (
-    SELECT u.*, coalesce(u.kept_carried, CASE WHEN u.p0 IS NOT NULL
-               THEN least(u.base, greatest(0, u.plimit - u.prev_usage)) ELSE 0 END)
-               AS carried
-    FROM u
-), d AS (
-    SELECT l.*, coalesce(l.kept_limit, l.base + l.carried) AS eff_limit FROM l
+    LEFT JOIN {state} st ON st.client_id = w.client_id AND st.period = w.period
+                        AND st.period_start = w.t0
+    LEFT JOIN {state} sy ON w.carry AND sy.client_id = w.client_id AND sy.period = 'day'
+                        AND sy.period_start = w.p0
+), s AS (
+    SELECT ws.client_id, ws.period AS span, ws.t0 AS a, ws.t1 AS b FROM ws
+    UNION ALL
+    SELECT ws.client_id, 'prev', ws.p0, ws.t0 FROM ws WHERE ws.need_prev
+), {usage}, d AS (
+    SELECT ws.*, cu.v AS usage,
+           coalesce(ws.kept_carried, CASE WHEN ws.need_prev
+               THEN least(ws.base, greatest(0, ws.plimit - pu.v)) ELSE 0 END) AS carried
+    FROM ws
+    LEFT JOIN usage cu ON cu.client_id = ws.client_id AND cu.span = ws.period
+    LEFT JOIN usage pu ON pu.client_id = ws.client_id AND pu.span = 'prev'
 ), r AS (
-    SELECT d.*, coalesce((SELECT max(s) FROM unnest(%(steps)s::int[]) s
-                          WHERE d.usage * 100 >= s * d.eff_limit), 0) AS reached
-    FROM d
+    SELECT d.*, coalesce(d.kept_limit, d.base + d.carried) AS eff_limit FROM d
+), due AS (
+    SELECT r.*, coalesce((%(steps)s::int[])[width_bucket(r.usage * 100 / r.eff_limit,
+                                                         %(steps)s::numeric[])], 0) AS reached
+    FROM r
+), picked AS (
+    SELECT * FROM due
+    WHERE due.reached > coalesce(due.done_step, 0) OR due.need_prev
+    OFFSET 0
 )
-SELECT r.client_id, r.period, r.t0, r.t1, r.base, r.carried, r.eff_limit, r.usage,
-       r.reached, coalesce(r.done_step, 0) AS done_step, r.has_state,
+SELECT p.client_id, p.period, p.t0, p.t1, p.base, p.carried, p.eff_limit, p.usage,
+       p.reached, coalesce(p.done_step, 0) AS done_step, p.has_state,
        c.name, c.company, c.billing_email, c.email, c.auto_send_zone,
        c.daily_balance_send_time_zone, cur.code AS currency
-FROM r
-JOIN client c ON c.client_id = r.client_id
+FROM picked p
+JOIN client c ON c.client_id = p.client_id
 LEFT JOIN currency cur ON cur.currency_id = c.currency_id
-WHERE r.reached > coalesce(r.done_step, 0) OR (NOT r.has_state AND r.p0 IS NOT NULL)
-ORDER BY r.client_id, r.period
+ORDER BY p.client_id, p.period
 """
 
 _UNBLOCK = """
@@ -175,20 +226,6 @@ SELECT t.alias FROM t JOIN mine ON mine.resource_id = t.resource_id ORDER BY t.a
 """
 
 
-@dataclass(frozen=True)
-class Window:
-    """One period of one client to evaluate; p0/p1/plimit: yesterday, for carry-over."""
-
-    client_id: int
-    period: str
-    t0: dt.datetime
-    t1: dt.datetime
-    base: Decimal
-    p0: dt.datetime | None = None
-    p1: dt.datetime | None = None
-    plimit: Decimal | None = None
-
-
 def usage_expressions(unit: str) -> tuple[sql.Composable, sql.Composable]:
     """(cdr_report_detail value, qos_route_report value) of one row in USAGE_LIMIT_UNIT."""
     if unit == "minutes":
@@ -196,55 +233,50 @@ def usage_expressions(unit: str) -> tuple[sql.Composable, sql.Composable]:
     return sql.SQL("d.ingress_call_cost"), sql.SQL("q.cost")
 
 
-def usage_query(unit: str, a: str, b: str) -> sql.Composed:
-    """The usage of window columns w.<a>..w.<b> (fixed names, never data)."""
+def windows_cte(schema: str) -> sql.Composed:
+    return sql.SQL(_WINDOWS).format(clients=migrations.own(schema, CLIENTS))
+
+
+def usage_cte(unit: str) -> sql.Composed:
+    """The `c`..`usage` CTEs over a span relation `s`: usage in USAGE_LIMIT_UNIT."""
     cdr, qos = usage_expressions(unit)
-    return sql.SQL(_USAGE).format(cdr=cdr, qos=qos, a=sql.SQL(f"w.{a}"), b=sql.SQL(f"w.{b}"))
+    return sql.SQL(_USAGE).format(cdr=cdr, qos=qos)
 
 
 def decide_query(schema: str, unit: str) -> sql.Composed:
-    return sql.SQL(_DECIDE).format(state=migrations.own(schema, STATE),
-                                   usage=usage_query(unit, "t0", "t1"),
-                                   prev_usage=usage_query(unit, "p0", "p1"))
+    return sql.SQL(_DECIDE).format(windows=windows_cte(schema),
+                                   state=migrations.own(schema, STATE),
+                                   usage=usage_cte(unit))
 
 
-def windows(rows: Sequence[Mapping[str, Any]], now: dt.datetime,
-            resolver: clock.ZoneResolver | None = None) -> list[Window]:
-    """Each client's current day (local) and hour (UTC) windows; with carry-over and no
-    state yet for today, yesterday's window and limit too."""
+def zones_query(schema: str) -> sql.Composed:
+    return sql.SQL(_ZONES).format(clients=migrations.own(schema, CLIENTS))
+
+
+def window_params(zone_rows: Sequence[Mapping[str, Any]], now: dt.datetime,
+                  settings: Settings, resolver: clock.ZoneResolver | None = None
+                  ) -> dict[str, Any]:
+    """Bound parameters of the decision: each distinct zone's local day today and
+    yesterday, the clock hour, the report_time range to read, the steps."""
     hour = now.replace(minute=0, second=0, microsecond=0)
-    out: list[Window] = []
-    for row in rows:
-        cid = row["client_id"]
-        if (row["daily_limit"] or 0) > 0:
-            zone = clock.client_zone(cid, row["auto_send_zone"],
-                                     row["daily_balance_send_time_zone"], row["sys_timezone"],
-                                     resolver)
-            today = clock.local_date(now, zone)
-            t0, t1 = clock.day_window(today, zone)
-            base = Decimal(row["daily_limit"])
-            if row["carry"] and row["day_start"] != t0:
-                p0, p1 = clock.day_window(today - dt.timedelta(days=1), zone)
-                plimit = Decimal(row["day_limit"]) if row["day_start"] == p0 else base
-                out.append(Window(cid, "day", t0, t1, base, p0, p1, plimit))
-            else:
-                out.append(Window(cid, "day", t0, t1, base))
-        if (row["hourly_limit"] or 0) > 0:
-            out.append(Window(cid, "hour", hour, hour + dt.timedelta(hours=1),
-                              Decimal(row["hourly_limit"])))
-    return out
-
-
-def window_params(ws: Sequence[Window], now: dt.datetime,
-                  steps: Sequence[int]) -> dict[str, Any]:
-    starts = [w.t0 for w in ws] + [w.p0 for w in ws if w.p0]
-    ends = [w.t1 for w in ws]
-    return {
-        "client": [w.client_id for w in ws], "period": [w.period for w in ws],
-        "t0": [w.t0 for w in ws], "t1": [w.t1 for w in ws], "base": [w.base for w in ws],
-        "p0": [w.p0 for w in ws], "p1": [w.p1 for w in ws], "plimit": [w.plimit for w in ws],
-        "lo": min(starts), "hi": max(ends), "now": now, "steps": list(steps),
-    }
+    z: dict[str, list[Any]] = {"z_auto": [], "z_daily": [], "z_t0": [], "z_t1": [], "z_p0": []}
+    carry = settings.usage_limit_carry_over
+    for row in zone_rows:
+        zone = clock.client_zone(row["first_client"], row["auto_zone"] or None,
+                                 row["daily_zone"] or None, row["sys_timezone"], resolver)
+        today = clock.local_date(now, zone)
+        t0, t1 = clock.day_window(today, zone)
+        z["z_auto"].append(row["auto_zone"])
+        z["z_daily"].append(row["daily_zone"])
+        z["z_t0"].append(t0)
+        z["z_t1"].append(t1)
+        z["z_p0"].append(clock.day_window(today - dt.timedelta(days=1), zone)[0])
+        carry = carry or row["some_carry"]
+    starts = [hour, *z["z_t0"], *(z["z_p0"] if carry else [])]
+    return {**z, "h0": hour, "h1": hour + dt.timedelta(hours=1),
+            "carry": settings.usage_limit_carry_over, "lo": min(starts),
+            "hi": max([hour + dt.timedelta(hours=1), *z["z_t1"]]), "now": now,
+            "steps": list(settings.usage_limit_steps)}
 
 
 def dedupe_key(client_id: int, period: str, start: dt.datetime, step: int | str) -> str:
@@ -328,16 +360,10 @@ class UsageLimitSweep:
     def run(self) -> SweepResult:
         with db.unit_of_work(self.database, dry_run=self.settings.dry_run) as cur:
             self._unblock(cur)
-            cur.execute(sql.SQL(_CLIENTS).format(
-                clients=migrations.own(self.schema, CLIENTS),
-                state=migrations.own(self.schema, STATE)),
-                {"carry": self.settings.usage_limit_carry_over})
-            ws = windows(cur.fetchall(), self.now, self.resolver)
-            rows = []
-            if ws:
-                cur.execute(decide_query(self.schema, self.unit),
-                            window_params(ws, self.now, self.steps))
-                rows = cur.fetchall()
+            cur.execute(zones_query(self.schema))
+            params = window_params(cur.fetchall(), self.now, self.settings, self.resolver)
+            cur.execute(decide_query(self.schema, self.unit), params)
+            rows = cur.fetchall()
             self._fix_limits(cur, [r for r in rows if r["reached"] <= r["done_step"]])
             for row in rows:
                 if row["reached"] > row["done_step"]:
