@@ -264,3 +264,19 @@ def test_check_lists_clients_with_limits_and_blocks_held(v5_conn, v5_database,
     assert "2 client(s) with a daily limit, 1 with an hourly limit" in detail
     assert "USAGE_LIMIT_UNIT=amount, USAGE_LIMIT_STEPS=50,90,100" in detail
     assert "2 trunk block(s) of 1 client(s) held now" in detail
+
+
+def test_an_operator_raising_the_limit_mid_period_counts_at_once(v5_conn, v5_database,
+                                                                 v5_settings) -> None:
+    seed_system(v5_conn)
+    c, (t1, _) = limited(v5_conn, "raised")
+    spend(v5_conn, c, t1, DAY_START + dt.timedelta(hours=1), "60")
+    assert sweep(v5_database, v5_settings, NOW).queued == 1          # 50 % of 100
+    f.update(v5_conn, "client", {"client_id": c["client_id"]}, daily_limit=400)
+    spend(v5_conn, c, t1, DAY_START + dt.timedelta(hours=2), "50")   # 110 of 400 now
+    assert sweep(v5_database, v5_settings, NOW + dt.timedelta(minutes=1)).queued == 0
+    assert blocks(v5_conn) == []
+    spend(v5_conn, c, t1, DAY_START + dt.timedelta(hours=3), "250")  # 360 of 400: 90 %
+    assert sweep(v5_database, v5_settings, NOW + dt.timedelta(minutes=2)).queued == 1
+    assert f.rows(v5_conn, "SELECT limit_value, step FROM dnl_ad.usage_limit_state") == [
+        {"limit_value": Decimal(400), "step": 90}]

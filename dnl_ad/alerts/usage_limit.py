@@ -132,14 +132,15 @@ c AS (
     LEFT JOIN q ON q.client_id = s.client_id AND q.span = s.span
 )"""
 
-# The decision: the period's state, limit (carry-over: base + what yesterday left, capped
-# at 2x, fixed at the day's first sweep), the highest step reached (width_bucket over the
+# The decision: the period's state, limit (the client's limit as it is now, so that an
+# operator's change counts at once, + the carried amount, fixed at the day's first sweep,
+# capped at the limit), the highest step reached (width_bucket over the
 # sorted steps); only rows with a new step, or a day whose carried limit must be fixed,
 # come back (the OFFSET 0 fence joins client for those rows only).
 _DECIDE = """
 WITH {windows}, ws AS (
-    SELECT w.*, st.step AS done_step, st.limit_value AS kept_limit,
-           st.carried AS kept_carried, (st.client_id IS NOT NULL) AS has_state,
+    SELECT w.*, st.step AS done_step, st.carried AS kept_carried,
+           (st.client_id IS NOT NULL) AS has_state,
            (w.carry AND st.client_id IS NULL) AS need_prev,
            coalesce(sy.limit_value, w.base) AS plimit
     FROM w
@@ -159,7 +160,7 @@ WITH {windows}, ws AS (
     LEFT JOIN usage cu ON cu.client_id = ws.client_id AND cu.span = ws.period
     LEFT JOIN usage pu ON pu.client_id = ws.client_id AND pu.span = 'prev'
 ), r AS (
-    SELECT d.*, coalesce(d.kept_limit, d.base + d.carried) AS eff_limit FROM d
+    SELECT d.*, d.base + least(d.carried, d.base) AS eff_limit FROM d
 ), due AS (
     SELECT r.*, coalesce((%(steps)s::int[])[width_bucket(r.usage * 100 / r.eff_limit,
                                                          %(steps)s::numeric[])], 0) AS reached
@@ -404,7 +405,8 @@ class UsageLimitSweep:
             "carried, limit_value, step, usage, updated_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (client_id, period, period_start) DO UPDATE SET "
-            "step = EXCLUDED.step, usage = EXCLUDED.usage, updated_at = EXCLUDED.updated_at "
+            "step = EXCLUDED.step, usage = EXCLUDED.usage, updated_at = EXCLUDED.updated_at, "
+            "base_limit = EXCLUDED.base_limit, limit_value = EXCLUDED.limit_value "
             "WHERE s.step < EXCLUDED.step RETURNING s.step").format(
                 t=migrations.own(self.schema, STATE)),
             self._state_values(row, row["reached"]))
