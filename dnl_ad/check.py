@@ -262,7 +262,13 @@ FROM client c LEFT JOIN client_low_balance_config g ON g.client_id = c.client_id
 def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list[Row]:
     """What the v5 UI's settings ask of dnl_ad: clients enabled per alert, rate sends
     waiting for a download, and trunks too long overdue to be suspended by dnl_ad."""
-    from .alerts import trunk_common, trunk_suspended
+    from .alerts import (
+        fraud_detection,
+        low_balance_disable,
+        trunk_common,
+        trunk_suspended,
+        usage_limit,
+    )
 
     cur.execute(_ENABLED)
     n = cur.fetchone()
@@ -276,6 +282,9 @@ def check_settings(cur: db.Cursor, settings: Settings, now: dt.datetime) -> list
                     f"{len(waiting)} trunk(s) waiting to download a rate deck"
                     + (f", next deadline {waiting[0].deadline.isoformat()}" if waiting
                        else "")))
+    rows.append(Row("usage limits", OK, usage_limit.check_line(cur, settings)))
+    rows.append(Row("fraud rules", OK, fraud_detection.check_line(cur, settings)))
+    rows.append(Row("low balance disable", OK, low_balance_disable.check_line(cur, settings)))
     old = trunk_suspended.too_old(cur, now, settings)
     if old:
         shown = "\n".join(f"client {c.client_id} trunk {c.resource_id} {c.alias!r}: rate send "

@@ -217,6 +217,20 @@ def _port(raw: str) -> int:
     return _int_range(1, 65535)(v)
 
 
+def _steps(raw: str) -> tuple[int, ...]:
+    """USAGE_LIMIT_STEPS: ascending percentages 1-100 ending at 100 (the block step)."""
+    expected = ("a comma-separated list of ascending percentages 1-100 ending at 100 "
+                "(e.g. 50,90,100)")
+    try:
+        steps = tuple(int(p) for p in raw.replace(" ", "").split(",") if p)
+    except ValueError:
+        raise ValueError(expected) from None
+    if (not steps or steps[-1] != 100 or any(not 1 <= s <= 100 for s in steps)
+            or list(steps) != sorted(set(steps))):
+        raise ValueError(expected)
+    return steps
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the daemon reads from configuration, typed and validated."""
@@ -260,6 +274,13 @@ class Settings:
     db_lock_timeout_seconds: int = 5
     db_statement_timeout_seconds: int = 300
     db_idle_in_transaction_seconds: int = 600
+    # --- usage limits, fraud rules, disabling for low balance (issue 12)
+    usage_limit_check_seconds: int = 60
+    usage_limit_unit: str = "amount"
+    usage_limit_steps: tuple[int, ...] = (50, 90, 100)
+    usage_limit_carry_over: bool = False
+    fraud_check_seconds: int = 60
+    low_balance_disable: bool = False
     owner_billing_email: str = ""
     dry_run: bool = False
     dry_run_dir: str = "dry-run-mail"
@@ -370,6 +391,12 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DB_STATEMENT_TIMEOUT_SECONDS": ("db_statement_timeout_seconds", _int_range(0, 86400)),
     "DB_IDLE_IN_TRANSACTION_SECONDS": ("db_idle_in_transaction_seconds",
                                        _int_range(0, 86400)),
+    "USAGE_LIMIT_CHECK_SECONDS": ("usage_limit_check_seconds", _int_range(1, 3600)),
+    "USAGE_LIMIT_UNIT": ("usage_limit_unit", _choice("amount", "minutes")),
+    "USAGE_LIMIT_STEPS": ("usage_limit_steps", _steps),
+    "USAGE_LIMIT_CARRY_OVER": ("usage_limit_carry_over", _bool),
+    "FRAUD_CHECK_SECONDS": ("fraud_check_seconds", _int_range(1, 3600)),
+    "LOW_BALANCE_DISABLE": ("low_balance_disable", _bool),
     "OWNER_BILLING_EMAIL": ("owner_billing_email", _str),
     "DRY_RUN": ("dry_run", _bool),
     "DRY_RUN_DIR": ("dry_run_dir", _str),

@@ -21,7 +21,8 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
         "auto_daily_balance_recipient", "is_auto_balance", "numer_of_days_balance",
         "daily_balance_send_time", "daily_balance_send_time_zone", "daily_cdr_generation",
         "daily_cdr_generation_zone", "daily_cdr_generation_type", "last_autoreport_time",
-        "last_autobalance_time", "last_cdrdown_time",
+        "last_autobalance_time", "last_cdrdown_time", "daily_limit", "hourly_limit",
+        "login",
     ),
     "currency": ("currency_id", "code"),
     "client_low_balance_config": (
@@ -74,6 +75,24 @@ REQUIRED: Mapping[str, tuple[str, ...]] = {
     ),
     "version_information": (
         "id", "program_name", "major_ver", "minor_ver", "build_date", "start_time",
+    ),
+    # limits, fraud rules and blocks (PROVIDER_DB.md section 6)
+    "resource_block": (
+        "res_block_id", "ingress_res_id", "ingress_client_id", "action_type", "create_by",
+        "update_by", "create_time", "unblock_at", "block_at",
+    ),
+    "admin_alert": ("id", "type", "subject", "content", "is_view", "create_time"),
+    "qos_route_report": ("report_time", "resource_id", "direction", "bill_time", "cost"),
+    "fraud_detection": (
+        "id", "rule_name", "active", "hourly_minute", "hourly_revenue", "daily_minute",
+        "daily_revenue", "is_block", "is_send_mail", "email_to", "ingress_ids",
+    ),
+    "fraud_detection_log": (
+        "id", "fraud_detection_id", "create_on", "create_by", "status", "finish_time", "time",
+    ),
+    "fraud_detection_log_detail": (
+        "id", "fraud_detection_log_id", "ingress_id", "block_type", "limit_value",
+        "actual_value", "partner_email", "system_email", "is_block", "is_send_email",
     ),
 }
 
@@ -129,6 +148,11 @@ EMAIL_TYPE = {
     "cdr_delivery": 5,
     "trunk_pending": 36,
     "trunk_suspended": 36,
+    # not in the UI's list: the UI shows daily/hourly limits in its "Fraud Detection" box,
+    # so their mails are listed there; the trunks disabled for a low balance under it
+    "usage_limit": 33,
+    "fraud_detection": 33,
+    "low_balance_disable": 1,
     "quality_rule": 22,        # rule alert
     "period_compare": 22,
     "traffic_alert": 22,

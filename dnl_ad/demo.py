@@ -1,12 +1,12 @@
-"""`./run.sh demo`: all seven notices in about a minute, with nothing to set up.
+"""`./run.sh demo`: every alert's notices in about a minute, with nothing to set up.
 
 1. Start an embedded PostgreSQL (pgserver) in a temporary directory and load the
    provider subset, dnl_ad's schema and demo data generated around the real current
    time, so that the loop's real clock finds every alert due (daily reports included:
    their clients' local send hour is now).
 2. Start an SMTP sink on 127.0.0.1 that writes every accepted message as an .eml file.
-3. Run the daemon's real loop (scheduler.Loop: the seven sweeps and delivery, short
-   cadences) in a thread until a message of each of the seven kinds has arrived, or the
+3. Run the daemon's real loop (scheduler.Loop: every sweep and delivery, short
+   cadences) in a thread until a message of each kind has arrived, or the
    time limit passes.
 4. Print a summary table, stop everything, delete the database.
 
@@ -93,6 +93,8 @@ def demo_settings(dsn: str, smtp_host: str, smtp_port: int, work: Path, eml_dir:
         balance_check_seconds=2, daily_check_seconds=2, trunk_check_seconds=2,
         quality_check_seconds=2, period_check_seconds=2, traffic_check_seconds=2,
         watch_check_seconds=2,
+        usage_limit_check_seconds=2, fraud_check_seconds=2,
+        low_balance_disable=True,  # the demo opts in to show alert 10
         delivery_seconds=1, retry_base_seconds=1, retry_max_seconds=4,
         cdr_download_url="https://portal.carrier.example/cdr",
     )

@@ -17,6 +17,13 @@ What a client gets is a pure function of its number, so a bench or a test can sa
     i % 20 == 3   rate deck downloaded (nothing)
     i % 20 == 4   an old undownloaded deck superseded by a newer one (nothing)
     i % 5 == 0    two days of hourly traffic, buying and selling; daily reports enabled
+    i % 25 == 0   daily and hourly usage limits, with traffic in the running hour
+                  (qos_route_report): 60 % of the hourly limit; i % 50 == 0: 125 %;
+                  the fraud rule "Hourly revenue over 1" (all trunks) fires for them
+    i % 100 == 1  (under the threshold) a low-balance episode open for 6 days and a second
+                  ingress trunk (id 2n + i): with LOW_BALANCE_DISABLE=true its active
+                  ingress trunks are deactivated (the UI's default "Disable ingress
+                  trunks after 5 days")
 
 Settings are stored as the v5 UI stores them (PROVIDER_DB.md): the low-balance checkbox is
 client.is_daily_balance_notification, low_balance_notice is false as every v5 form writes
@@ -264,6 +271,8 @@ def generate(cur: db.Cursor, n_clients: int, now: dt.datetime, *, seed: int = 1,
     cur.execute("INSERT INTO traffic_alert (less_hour, greater_hour, email, carriers, "
                 "code_name, mail_from, mail_subject, mail_content, active) "
                 "VALUES (1000, 0, 'noc@carrier.example', '5', '', '1', '', '', true)")
+    _limits(cur, n_clients, now)
+    _long_low_balance(cur, n_clients, now, own_schema)
     for table, column in (("client", "client_id"), ("resource", "resource_id"),
                           ("rate_send_log", "id"), ("rate_send_log_detail", "id"),
                           ("payment_term", "payment_term_id"), ("mail_sender", "id"),
@@ -388,3 +397,49 @@ def _history(cur: db.Cursor, now: dt.datetime) -> None:
         """,
         (now.date(),),
     )
+
+
+def _limits(cur: db.Cursor, n_clients: int, now: dt.datetime) -> None:
+    """Usage limits (the UI's "Fraud Detection" box) for every 25th client, and their
+    ingress traffic of the running hour in qos_route_report (cdr_report_detail has only
+    the finished hours): 1.2 of an hourly limit of 2 (the 50 % notice), 2.5 for every
+    50th client (100 %: its trunks are blocked until the hour ends)."""
+    cur.execute("UPDATE client SET daily_limit = 50, hourly_limit = 2 "
+                "WHERE client_id %% 25 = 0 AND client_id <= %s", (n_clients,))
+    at = now - dt.timedelta(minutes=min(5, now.minute))
+    cur.execute(
+        "INSERT INTO qos_route_report (report_time, resource_id, code, direction, "
+        "total_calls, not_zero_calls, bill_time, cost) "
+        "SELECT %s, 2 * c - 1, '44', 0, 20, 12, 600, "
+        "CASE WHEN c %% 50 = 0 THEN 2.5 ELSE 1.2 END "
+        "FROM generate_series(25, %s, 25) AS c", (at, n_clients))
+    # Fraud rules as the UI's Fraud Detection page stores them: one that fires for the
+    # traffic above (mail to the switch's NOC, block), one with every limit left at 0.
+    cur.execute(
+        "INSERT INTO fraud_detection (rule_name, active, hourly_minute, hourly_revenue, "
+        "daily_minute, daily_revenue, is_block, is_send_mail, email_to, ingress_ids) VALUES "
+        "('Hourly revenue over 1', true, 0, 1, 0, 0, true, true, 0, ''), "
+        "('Not configured', true, 0, 0, 0, 0, true, true, 2, '')")
+
+
+def _long_low_balance(cur: db.Cursor, n_clients: int, now: dt.datetime,
+                      own_schema: str) -> None:
+    """A low-balance episode opened 6 days ago for clients i % 100 == 1, as dnl_ad would
+    have recorded it (its own balance_episode row, told once) and the UI's columns show."""
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL AS ok", (f"{own_schema}.balance_episode",))
+    if not cur.fetchone()["ok"]:
+        return  # no own schema (not migrated): nothing to pretend
+    started = now - dt.timedelta(days=6)
+    cur.execute(
+        sql.SQL("INSERT INTO {} (kind, client_id, started_at, notices, days, last_day, "
+                "last_sent_at, next_due_at) SELECT 'low_balance', c, %s, 1, 1, %s, %s, %s "
+                "FROM generate_series(1, %s, 100) AS c").format(
+                    sql.Identifier(own_schema, "balance_episode")),
+        (started, started.date(), started, started + dt.timedelta(days=1), n_clients))
+    cur.execute("UPDATE client SET last_lowbalance_time = %s WHERE client_id %% 100 = 1",
+                (started,))
+    cur.execute("INSERT INTO resource (resource_id, client_id, alias, active, ingress, egress) "
+                "SELECT 2 * %(n)s + c, c, 'client' || lpad(c::text, 6, '0') || '-in2', true, "
+                "true, false FROM generate_series(1, %(n)s, 100) AS c", {"n": n_clients})
+    cur.execute("UPDATE client_low_balance_config SET last_alert_time = %s, "
+                "duplicate_send_days = 1 WHERE client_id %% 100 = 1", (started,))

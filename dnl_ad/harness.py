@@ -1,4 +1,5 @@
-"""The interactive tester: press 1-7 to run alert N now and see what it would send.
+"""The interactive tester: press 1-9 (0 for 10) to run alert N now and see what it would
+send.
 
 Dry run unless started with --send: the sweep runs its real query and renders every
 notice, but its transaction is rolled back (db.unit_of_work) and the messages are only
@@ -23,8 +24,21 @@ SHOW_MAILS = 5      # mails shown per run (all are written to DRY_RUN_DIR)
 SHOW_LINES = 4      # lines of text shown per mail
 
 
+def key_for(number: int) -> str:
+    """The keys that run alert `number`: its number (keys() reads several digits)."""
+    return str(number)
+
+
+def alert_for(key: str) -> int | None:
+    """The alert a key runs, or None."""
+    if not key.isdigit():
+        return None
+    number = int(key)
+    return number if number in ALERTS else None
+
+
 def menu() -> str:
-    lines = [f"  {n}  {spec.title}" for n, spec in ALERTS.items()]
+    lines = [f"  {key_for(n)}  {spec.title}" for n, spec in ALERTS.items()]
     return "\n".join(["Press a key:", *lines, "  q  quit"])
 
 
@@ -142,12 +156,13 @@ def main(settings: Settings, *, send: bool = False, at: dt.datetime | None = Non
         for key in keys(stdin):
             if key in "qQ":
                 break
-            if key.isdigit() and int(key) in ALERTS:
+            number = alert_for(key)
+            if number is not None:
                 now = at or dt.datetime.now(dt.timezone.utc)
                 try:
-                    print(run_alert(int(key), database, settings, now), file=out, flush=True)
+                    print(run_alert(number, database, settings, now), file=out, flush=True)
                 except Exception as exc:
-                    print(f"[{key}] {ALERTS[int(key)].title} failed: "
+                    print(f"[{number}] {ALERTS[number].title} failed: "
                           f"{type(exc).__name__}: {db.scrub(str(exc)).strip()}", file=out,
                           flush=True)
             elif key in "h?":

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# alert number (harness keys 1-7) -> kind; the kind names dedupe keys, email_log types
+# alert number (harness keys 1-9, 0 for 10) -> kind; the kind names dedupe keys, email_log types
 # and default template files (templates/<kind>.html.j2, templates/<kind>.txt.j2).
 KINDS: dict[int, str] = {
     1: "low_balance",
@@ -21,6 +21,9 @@ KINDS: dict[int, str] = {
     5: "cdr_delivery",
     6: "trunk_pending",
     7: "trunk_suspended",
+    8: "usage_limit",
+    9: "fraud_detection",
+    10: "low_balance_disable",
     11: "quality_rule",
     12: "period_compare",
     13: "traffic_alert",

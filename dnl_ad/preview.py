@@ -25,7 +25,7 @@ from .alerts import ALERTS, AlertSpec
 from .config import Settings
 from .mail.message import Mail
 
-TRUNK_KINDS = {"trunk_pending", "trunk_suspended", "quality_rule"}
+TRUNK_KINDS = {"trunk_pending", "trunk_suspended", "quality_rule", "fraud_detection"}
 # where the client (or resource) id sits in a kind's dedupe key; 1 unless listed
 # (quality_rule:<rule>:<resource>:..., traffic_alert:<row>:<client>:...)
 KEY_POSITION = {"quality_rule": 2, "traffic_alert": 2}

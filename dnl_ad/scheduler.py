@@ -1,4 +1,4 @@
-"""The loop: a `schedule` registry of the seven alert sweeps and the delivery step.
+"""The loop: a `schedule` registry of the alert sweeps and the delivery step.
 
 One thread runs everything, so jobs never overlap: a long job delays the others and
 never runs twice at once. Every second the loop runs the jobs that are due, each with

@@ -16,7 +16,9 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
                      "period_compare": "period_compare", "traffic_alert": "traffic_alert",
-                     "watch_list": "watch_list"}
+                     "watch_list": "watch_list", "usage_limit": "usage_limit",
+                     "fraud_detection": "fraud_detection",
+                     "low_balance_disable": "low_balance_disable"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -116,6 +118,28 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "client_name": "acme", "company_name": "Acme Telecom Ltd",
         "destination": "prefix 53", "reason": "blacklisted", "day": "2026-03-01",
         "calls": 42, "minutes": "61.50", "cost": Decimal("12.3456"),
+    },
+    "usage_limit": {
+        "company_name": "Acme Telecom Ltd", "client_name": "acme", "event": "blocked",
+        "period": "daily", "step": "100 %", "percent": "104 %",
+        "usage": Decimal("156.25"), "limit": Decimal("150"), "base_limit": Decimal("100"),
+        "carried": Decimal("50"), "unit": "amount in USD",
+        "period_start": "2026-03-02 00:00:00 GMT+08:00",
+        "period_end": "2026-03-03 00:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
+        "reopen_at": "2026-03-03 00:00:00 GMT+08:00",
+    },
+    "fraud_detection": {
+        "rule_name": "Night revenue", "client_name": "acme", "company_name": "Acme Telecom Ltd",
+        "company": "Acme Telecom Ltd", "username": "acme_portal", "ingress_name": "acme-in",
+        "trunk_name": "acme-in", "type": "1h revenue", "limit_value": "10.00 USD",
+        "actual_value": "12.34 USD", "window": "last 60 minutes", "blocked": "yes",
+        "current_time": "2026-03-02 03:00:00 GMT",
+    },
+    "low_balance_disable": {
+        "company_name": "Acme Telecom Ltd", "client_name": "acme", "event": "disabled",
+        "balance": Decimal("12.5"), "notify_balance": Decimal("100"), "days": 5,
+        "since": "2026-02-25 16:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
+        "now": "2026-03-02 16:00:00 GMT+08:00",
     },
 }
 

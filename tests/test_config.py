@@ -54,6 +54,12 @@ OUTBOX_RETENTION_DAYS = 30
 DB_LOCK_TIMEOUT_SECONDS = 7
 DB_STATEMENT_TIMEOUT_SECONDS = 120
 DB_IDLE_IN_TRANSACTION_SECONDS = 90
+USAGE_LIMIT_CHECK_SECONDS = 120
+USAGE_LIMIT_UNIT = Minutes
+USAGE_LIMIT_STEPS = 25, 75,100
+USAGE_LIMIT_CARRY_OVER = yes
+FRAUD_CHECK_SECONDS = 30
+LOW_BALANCE_DISABLE = true
 OWNER_BILLING_EMAIL = owner@carrier.example
 DRY_RUN = true
 DRY_RUN_DIR = /tmp/dry
@@ -127,6 +133,10 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         48, 120, True, "/etc/ssl/private-ca.pem", "mail.carrier.example", 20,
         "noc@carrier.example")
     assert (s.smtp_sessions, s.smtp_max_per_session, s.smtp_rate_limit) == (8, 100, 5.0)
+    assert (s.usage_limit_check_seconds, s.usage_limit_unit, s.usage_limit_steps) == (
+        120, "minutes", (25, 75, 100))
+    assert s.usage_limit_carry_over is True and s.low_balance_disable is True
+    assert s.fraud_check_seconds == 30
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)
@@ -138,6 +148,9 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert (s.suspend_grace_minutes, s.dry_run, s.own_schema) == (0, False, "dnl_ad")
     assert s.smtp_verify is True
     assert s.loglevel == logging.INFO
+    # blocking for money is opt-in; the ladder notifies at 50/90/100 % of an amount limit
+    assert s.low_balance_disable is False and s.usage_limit_carry_over is False
+    assert (s.usage_limit_unit, s.usage_limit_steps) == ("amount", (50, 90, 100))
 
 
 def test_loglevel_number(tmp_path: Path) -> None:
@@ -160,6 +173,11 @@ def test_loglevel_number(tmp_path: Path) -> None:
         ("OWN_SCHEMA", "dnl; drop", "plain schema name"),
         ("CATCHUP_HOURS", "-1", "integer >= 0"),
         ("HA_TAKEOVER_SECONDS", "5", "integer >= 10 and <= 3600"),
+        ("USAGE_LIMIT_UNIT", "seconds", "'amount', 'minutes'"),
+        ("USAGE_LIMIT_STEPS", "50,90", "ending at 100"),
+        ("USAGE_LIMIT_STEPS", "90,50,100", "ascending percentages"),
+        ("USAGE_LIMIT_STEPS", "half,100", "ascending percentages"),
+        ("LOW_BALANCE_DISABLE", "sometimes", "a boolean"),
     ],
 )
 def test_bad_value_names_key_value_and_expectation(tmp_path: Path, key: str, value: str,

@@ -1,5 +1,5 @@
 """The demo end to end: embedded PostgreSQL, SMTP sink, the daemon's real loop on the real
-clock, at least one .eml of each of the seven kinds, a summary, and a clean teardown."""
+clock, at least one .eml of each alert kind, a summary, and a clean teardown."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dnl_ad import demo
 from dnl_ad.alerts import ALERTS
 
 
-def test_demo_sends_all_seven_kinds(tmp_path) -> None:
+def test_demo_sends_every_kind(tmp_path) -> None:
     out_dir = tmp_path / "demo-mail"
     out_dir.mkdir()
     (out_dir / "stale.eml").write_bytes(b"Subject: left over\r\n\r\nold\r\n")

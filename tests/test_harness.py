@@ -40,7 +40,7 @@ def test_harness_keys_1_to_7_dry_run_writes_nothing(conn, settings, tmp_path) ->
     before = snapshot(conn)
     assert before["public.client"][0] == 40
     ini = write_ini(tmp_path / "dnl_ad.ini", settings,
-                    CDR_DOWNLOAD_URL=settings.cdr_download_url)
+                    CDR_DOWNLOAD_URL=settings.cdr_download_url, LOW_BALANCE_DISABLE="true")
     proc = subprocess.run(
         [sys.executable, "-m", "dnl_ad", "--config", str(ini), "harness",
          "--at", NOW.isoformat()],

@@ -64,3 +64,21 @@ def test_preview_quality_rule_by_client(conn, settings, tmp_path, capsys) -> Non
     assert "To: noc@carrier.example" in out   # trouble_ticket_sent_to 1: own NOC
     assert cli.main(["--config", ini, "preview", "quality_rule", "--client", "7",
                      "--at", NOW.isoformat()]) == 1
+
+
+def test_preview_usage_limit_and_fraud_notices(conn, settings, tmp_path, capsys) -> None:
+    ini = _setup(conn, settings, tmp_path)
+    before = snapshot(conn)
+    # client 50: 2.50 of its hourly limit of 2 in the running hour (demo data)
+    assert cli.main(["--config", ini, "preview", "8", "--client", "50",
+                     "--at", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "Subject: Hourly usage limit reached: trunks blocked until" in out
+    assert "client000050-in" in out and "Cc: " not in out
+    # the fraud mail is the trunk's: client 25's ingress trunk, to the switch's NOC
+    assert cli.main(["--config", ini, "preview", "fraud_detection", "--client", "25",
+                     "--at", NOW.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert "To: noc@carrier.example" in out and "client000025-in" in out
+    assert "client000050" not in out
+    assert snapshot(conn) == before  # dry run: no block, no log row written

@@ -23,7 +23,9 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
                      "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
                      "period_compare": "period_compare", "traffic_alert": "traffic_alert",
-                     "watch_list": "watch_list"}
+                     "watch_list": "watch_list", "usage_limit": "usage_limit",
+                     "fraud_detection": "fraud_detection",
+                     "low_balance_disable": "low_balance_disable"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -54,6 +56,11 @@ SYNONYMS = {
     "period_compare": {"metric", "unit", "period", "client_name"},  # in condition, values
     "traffic_alert": {"carrier", "client_name"},   # the account line names the carrier
     "watch_list": set(),
+    # shown by event: `event` picks the wording; trunks and reopen_at appear in the
+    # blocked and reopened mails only (test_usage_limit shows them)
+    "usage_limit": {"event", "trunks", "reopen_at"},
+    "fraud_detection": {"company", "ingress_name", "blocked"},  # blocked: a sentence
+    "low_balance_disable": {"event", "now"},  # event picks the wording
 }
 
 

@@ -1,11 +1,11 @@
-"""The seven alerts. Each module exposes
+"""The ten alerts. Each module exposes
 
     sweep(database: db.Database, now: datetime, settings: Settings) -> SweepResult
 
 which finds every due client or trunk with one set-based query, and queues each notice
 through pipeline.Pipeline in the same transaction as its provider state writes
 (db.unit_of_work: rolled back in dry run). `now` is aware UTC and is the only clock an
-alert reads. Adding an eighth alert means one module and one line in ALERTS.
+alert reads. Adding an alert means one module and one line in ALERTS.
 """
 
 from __future__ import annotations
@@ -63,6 +63,12 @@ ALERTS: dict[int, AlertSpec] = {
                  "trunk_check_seconds"),
     7: AlertSpec(7, "trunk_suspended", "Trunk suspended", "dnl_ad.alerts.trunk_suspended",
                  "trunk_check_seconds"),
+    8: AlertSpec(8, "usage_limit", "Usage limit", "dnl_ad.alerts.usage_limit",
+                 "usage_limit_check_seconds"),
+    9: AlertSpec(9, "fraud_detection", "Fraud rules", "dnl_ad.alerts.fraud_detection",
+                 "fraud_check_seconds"),
+    10: AlertSpec(10, "low_balance_disable", "Trunks disabled for low balance",
+                  "dnl_ad.alerts.low_balance_disable", "balance_check_seconds"),
     11: AlertSpec(11, "quality_rule", "Quality rules (alert_rules)", "dnl_ad.alerts.quality_rule",
                   "quality_check_seconds"),
     12: AlertSpec(12, "period_compare", "Period-over-period rules",

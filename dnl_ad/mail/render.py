@@ -73,6 +73,20 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
     "trunk_suspended": (
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
+    # dnl_ad's own (v5 has no template for it): `event` is step, blocked or reopened
+    "usage_limit": (
+        "company_name", "client_name", "event", "period", "step", "percent", "usage",
+        "limit", "base_limit", "carried", "unit", "period_start", "period_end", "trunks",
+        "reopen_at"),
+    # the UI's tags for fraud_detection_* (PROVIDER_DB.md section 6), plus the window
+    "fraud_detection": (
+        "rule_name", "client_name", "company_name", "username", "company", "ingress_name",
+        "trunk_name", "type", "limit_value", "actual_value", "window", "blocked",
+        "current_time"),
+    # dnl_ad's own: `event` is disabled or enabled
+    "low_balance_disable": (
+        "company_name", "client_name", "event", "balance", "notify_balance", "days",
+        "since", "trunks", "now"),
     "quality_rule": (
         "rule_name", "trunk_name", "trunk_id", "trunk_type", "client_name", "company_name",
         "monitor_by", "group", "code", "code_name", "country", "conditions", "calls",
@@ -107,6 +121,9 @@ TEMPLATE_KINDS: dict[str, str] = {
     "hour_3": "trunk_pending",
     "hour_1": "trunk_pending",
     "no_download_rate": "trunk_suspended",
+    "usage_limit": "usage_limit",          # no mail_tmplate column: the default template
+    "fraud_detection": "fraud_detection",
+    "low_balance_disable": "low_balance_disable",  # no mail_tmplate column
     # not mail_tmplate columns: these alerts carry their mail on their own v5 rows
     # (alert_rules.trouble_ticket_*, traffic_alert.mail_*), registered per row as
     # "<prefix>:<id>" (MailConfig.add_template); the bare prefix names the default.

@@ -40,6 +40,7 @@ CREATE TABLE client (
     billing_email varchar,
     email varchar(100),
     noc_email varchar(100),
+    login varchar(40),
     is_daily_balance_notification boolean DEFAULT false,
     low_balance_notice boolean NOT NULL DEFAULT true,
     notify_client_balance numeric(30, 10) DEFAULT 0,
@@ -452,6 +453,16 @@ CREATE TABLE traffic_alert (
 );
 
 -- Per-trunk, per-code aggregates, finer and fresher than cdr_report_detail.
+-- The operator's inbox in the UI: type 1 daily usage limit exceeded, 2 hourly.
+CREATE TABLE admin_alert (
+    id serial PRIMARY KEY,
+    type integer NOT NULL,
+    subject varchar(100),
+    content text,
+    is_view integer NOT NULL DEFAULT 0,
+    create_time timestamptz
+);
+
 CREATE TABLE qos_route_report (
     report_time timestamptz NOT NULL,
     resource_id integer,
@@ -506,4 +517,44 @@ CREATE TABLE resource_block (
     type integer,
     block_at numeric,
     unblock_after numeric
+);
+CREATE INDEX resource_block_ingress ON resource_block (ingress_res_id);
+
+CREATE TABLE fraud_detection (
+    id serial PRIMARY KEY,
+    rule_name varchar(100),
+    active boolean,
+    hourly_minute integer,
+    hourly_revenue integer,
+    daily_minute integer,
+    daily_revenue integer,
+    is_block boolean,
+    is_send_mail boolean,
+    email_to integer,
+    ingress_ids varchar(500)
+);
+
+CREATE TABLE fraud_detection_log (
+    id serial PRIMARY KEY,
+    fraud_detection_id integer,
+    create_on timestamptz,
+    create_by integer,
+    status integer,
+    finish_time timestamptz,
+    "time" numeric
+);
+
+CREATE TABLE fraud_detection_log_detail (
+    id serial PRIMARY KEY,
+    fraud_detection_log_id integer,
+    ingress_id integer,
+    block_type integer,
+    limit_value integer,
+    actual_value varchar(50),
+    partner_email_status boolean,
+    partner_email varchar(200),
+    system_email_status boolean,
+    system_email varchar(200),
+    is_block boolean DEFAULT false,
+    is_send_email boolean DEFAULT false
 );
