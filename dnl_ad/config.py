@@ -503,8 +503,8 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
             continue
         key = name[len(ENV_PREFIX):]
-        if key.startswith("TEST_"):
-            continue  # DNL_AD_TEST_DSN and friends belong to the test suite
+        if key.startswith("TEST_") or key == "V5_SCHEMA":
+            continue  # DNL_AD_TEST_DSN, DNL_AD_V5_SCHEMA and friends belong to the test rig
         if key not in KEYS:
             log.warning("config: unknown environment variable %s is ignored%s", name,
                         did_you_mean(key, ENV_PREFIX))
