@@ -346,3 +346,17 @@ CREATE TABLE daily_cdr_fields (
     field varchar,
     label varchar
 );
+
+-- The UI's inbox of operator alerts (v5 types). type 1-5 are the UI's own; dnl_ad writes
+-- 6 (dnl_ad.operator_alerts: a job failing, notices given up, a suspension not written,
+-- and their recovery).
+CREATE TABLE admin_alert (
+    id serial NOT NULL,
+    type integer NOT NULL,
+    subject varchar(100),
+    content text,
+    is_view integer NOT NULL DEFAULT 0,
+    create_time timestamptz,
+    view_time timestamptz,
+    view_by varchar(100)
+);
