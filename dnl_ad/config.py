@@ -291,6 +291,7 @@ class Settings:
     # --- operator alerts and balance restored (issue 14) ---
     admin_email: str = ""
     admin_alert_after_minutes: int = 15
+    balance_restored_notice: bool = True
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -402,6 +403,7 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     # --- operator alerts and balance restored (issue 14) ---
     "ADMIN_EMAIL": ("admin_email", _addresses),
     "ADMIN_ALERT_AFTER_MINUTES": ("admin_alert_after_minutes", _int_range(1, 7 * 24 * 60)),
+    "BALANCE_RESTORED_NOTICE": ("balance_restored_notice", _bool),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}

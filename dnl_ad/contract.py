@@ -102,6 +102,8 @@ EMAIL_TYPE = {
     "cdr_delivery": 5,
     "trunk_pending": 36,
     "trunk_suspended": 36,
+    # "balance restored" (dnl_ad.alerts.balance_restored): the UI's "Payment Received"
+    "balance_restored": 21,
     # the operator mail (dnl_ad.operator_alerts; client_id NULL): the UI's "Rule Alert"
     "admin_alert": 22,
 }

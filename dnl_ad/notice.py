@@ -21,6 +21,9 @@ KINDS: dict[int, str] = {
     5: "cdr_delivery",
     6: "trunk_pending",
     7: "trunk_suspended",
+    # decided by the low/zero-balance sweeps when an episode closes on a payment (no sweep
+    # or harness key of its own: keys 1 and 2 show it; `preview 15` or `balance_restored`)
+    15: "balance_restored",
 }
 
 

@@ -14,7 +14,8 @@ from tests.mail_helpers import NOW
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "pending_trunk",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate",
+                     "balance_restored": "balance_restored"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -84,6 +85,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "trunk_suspended": {k: v for k, v in _TRUNK.items()
                         if k not in ("download_deadline", "rate_download_link", "download_url",
                                      "allowed_ip", "prefix")},
+    "balance_restored": {**_BALANCE, "balance": Decimal("250"),
+                         "remaining_credit": Decimal("1250"),
+                         "payment_amount": Decimal("300"),
+                         "payment_time": "2026-03-02 15:40:00"},
 }
 
 

@@ -76,6 +76,7 @@ SMTP_MAX_PER_SESSION = 100
 SMTP_RATE_LIMIT = 5
 ADMIN_EMAIL = ops@carrier.example; noc@carrier.example
 ADMIN_ALERT_AFTER_MINUTES = 20
+BALANCE_RESTORED_NOTICE = false
 """
 
 
@@ -121,8 +122,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         48, 120, True, "/etc/ssl/private-ca.pem", "mail.carrier.example", 20,
         "noc@carrier.example")
     assert (s.smtp_sessions, s.smtp_max_per_session, s.smtp_rate_limit) == (8, 100, 5.0)
-    assert (s.admin_email, s.admin_alert_after_minutes) == (
-        "ops@carrier.example; noc@carrier.example", 20)
+    assert (s.admin_email, s.admin_alert_after_minutes, s.balance_restored_notice) == (
+        "ops@carrier.example; noc@carrier.example", 20, False)
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)

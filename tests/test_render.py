@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "usage_summary": "auto_summary", "balance_summary": "auto_balance",
                      "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
-                     "trunk_suspended": "no_download_rate"}
+                     "trunk_suspended": "no_download_rate",
+                     "balance_restored": "balance_restored"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -47,6 +48,7 @@ SYNONYMS = {
     "cdr_delivery": {"file_name", "share_link", "trunk_name"},   # all in download_link
     "trunk_pending": {"download_deadline"},
     "trunk_suspended": set(),
+    "balance_restored": {"allow_credit", "payment_term", "current_date", "date", "time"},
 }
 
 

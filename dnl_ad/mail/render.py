@@ -73,6 +73,7 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
     "trunk_suspended": (
         "company_name", "client_name", "trunk_name", "rate_update_file_name",
         "rate_download_deadline", "effective_date"),
+    "balance_restored": (*_BALANCE_TAGS, "payment_amount", "payment_time"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -91,6 +92,8 @@ TEMPLATE_KINDS: dict[str, str] = {
     "hour_3": "trunk_pending",
     "hour_1": "trunk_pending",
     "no_download_rate": "trunk_suspended",
+    # no mail_tmplate column: always the default template
+    "balance_restored": "balance_restored",
 }
 
 PARTS = ("from", "subject", "content", "cc")
