@@ -128,7 +128,10 @@ class Monitor:
     def check(self, database: db.Database, settings: Settings, now: dt.datetime,
               jobs: Iterable[_Job]) -> list[str]:
         """Record the conditions and tell the operator what started or recovered; returns
-        the subjects told. Never raises (the failure is logged once)."""
+        the subjects told. Never raises (the failure is logged once). A dry run tells
+        nothing (its state could not be kept: it would say the same each minute)."""
+        if settings.dry_run:
+            return []
         try:
             seen = self.observations(jobs, now, settings)
             with db.unit_of_work(database, dry_run=settings.dry_run) as cur:

@@ -255,3 +255,13 @@ def test_check_says_where_operator_alerts_go(conn, settings) -> None:
     cur.execute("DROP TABLE admin_alert")
     row = check.check_operator_alerts(cur, settings.replace(admin_email="ops@x.example"), {})
     assert row.status == check.WARN and "no admin_alert table" in row.detail
+
+
+def test_dry_run_tells_nothing(conn, settings, database, smtp) -> None:
+    _arrange(conn)
+    clock = FakeClock(T0)
+    loop = _loop(settings.replace(dry_run=True), database, clock,
+                 JobDef("usage_summary", 60, Flaky()))
+    _run(loop, clock, 20)
+    assert _admin_alerts(conn) == [] and _operator_mail(conn) == [] and smtp.messages == []
+    assert f.rows(conn, "SELECT count(*) AS n FROM dnl_ad.operator_condition")[0]["n"] == 0
