@@ -38,6 +38,8 @@ class Outcome(Generic[T]):
 
     done: list[T] = field(default_factory=list)
     failed: list[T] = field(default_factory=list)
+    # one line per failed item: what it was and the error (the operator alerts show it)
+    errors: list[str] = field(default_factory=list)
     locked: list[T] = field(default_factory=list)
 
 
@@ -87,10 +89,12 @@ def _one_by_one(database: db.Database, batch: Sequence[T],
                 work(cur, item)
         except db.CONNECTION_ERRORS:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("%s: failed and rolled back; the others go on, it is retried next "
                           "sweep", describe(item))
             outcome.failed.append(item)
+            outcome.errors.append(db.scrub(f"{describe(item)}: {type(exc).__name__}: "
+                                           f"{exc}").strip())
             continue
         outcome.done.append(item)
 

@@ -134,6 +134,21 @@ def check_smtp(settings: Settings, system: dict[str, Any]) -> Row:
                f"server offers {', '.join(features) or 'no extensions'}")
 
 
+def check_operator_alerts(cur: db.Cursor, settings: Settings, system: dict[str, Any]) -> Row:
+    """Where the operator alerts go (dnl_ad.operator_alerts)."""
+    from . import operator_alerts
+
+    to = operator_alerts.recipients(settings, system)
+    cur.execute("SELECT to_regclass('admin_alert') IS NOT NULL AS ok")
+    inbox = "" if cur.fetchone()["ok"] else "; no admin_alert table (the UI's inbox): not written"
+    if not to:
+        return Row("operator alerts", WARN, "no address: set ADMIN_EMAIL or system_parameter."
+                   "system_admin_email (admin_alert rows only)" + inbox)
+    return Row("operator alerts", WARN if inbox else OK,
+               f"to {to}, after {settings.admin_alert_after_minutes} min of failures"
+               + inbox)
+
+
 def check_cdr(cur: db.Cursor, settings: Settings) -> list[Row]:
     """The daily CDR links: the CDR API answers a token request, the file's fields
     (daily_cdr_fields) per direction, the old CDR_API_* keys still in use."""
@@ -396,6 +411,7 @@ def run_checks(settings: Settings, now: dt.datetime | None = None) -> list[Row]:
                 system = {}
                 rows.append(Row("system_parameter", FAIL, _first_line(exc)))
             rows.append(check_smtp(settings, system))
+            rows.append(check_operator_alerts(cur, settings, system))
             try:
                 rows += check_templates(cur, settings, now)
             except Exception as exc:

@@ -316,6 +316,10 @@ class Settings:
     smtp_sessions: int = 4
     smtp_max_per_session: int = 0
     smtp_rate_limit: float = 0.0
+    # --- operator alerts and balance restored (issue 14) ---
+    admin_email: str = ""
+    admin_alert_after_minutes: int = 15
+    balance_restored_notice: bool = True
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests and --dry-run use this)."""
@@ -338,6 +342,18 @@ def _rate(raw: str) -> float:
     if not 0 <= value <= 100_000 or value != value:
         raise ValueError(expected)
     return value
+
+
+def _addresses(raw: str) -> str:
+    """Mail addresses separated by ';' or ',' (empty allowed)."""
+    import email.utils
+
+    v = raw.strip()
+    for part in re.split(r"[;,]", v):
+        addr = email.utils.parseaddr(part.strip())[1] if part.strip() else ""
+        if part.strip() and ("@" not in addr or addr.startswith("@") or addr.endswith("@")):
+            raise ValueError("mail addresses separated by ';' (e.g. noc@carrier.example)")
+    return v
 
 
 def _helo_name(raw: str) -> str:
@@ -425,6 +441,10 @@ KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SMTP_SESSIONS": ("smtp_sessions", _int_range(1, 32)),
     "SMTP_MAX_PER_SESSION": ("smtp_max_per_session", _int_range(0, 1_000_000)),
     "SMTP_RATE_LIMIT": ("smtp_rate_limit", _rate),
+    # --- operator alerts and balance restored (issue 14) ---
+    "ADMIN_EMAIL": ("admin_email", _addresses),
+    "ADMIN_ALERT_AFTER_MINUTES": ("admin_alert_after_minutes", _int_range(1, 7 * 24 * 60)),
+    "BALANCE_RESTORED_NOTICE": ("balance_restored_notice", _bool),
 }
 
 _PATH_FIELDS = {"pidfile", "logfile", "dry_run_dir", "template_dir", "smtp_ca_file"}

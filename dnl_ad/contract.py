@@ -157,6 +157,10 @@ EMAIL_TYPE = {
     "period_compare": 22,
     "traffic_alert": 22,
     "watch_list": 33,          # fraud detection
+    # "balance restored" (dnl_ad.alerts.balance_restored): the UI's "Payment Received"
+    "balance_restored": 21,
+    # the operator mail (dnl_ad.operator_alerts; client_id NULL): the UI's "Rule Alert"
+    "admin_alert": 22,
 }
 
 

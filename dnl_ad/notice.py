@@ -28,6 +28,9 @@ KINDS: dict[int, str] = {
     12: "period_compare",
     13: "traffic_alert",
     14: "watch_list",
+    # decided by the low/zero-balance sweeps when an episode closes on a payment (no sweep
+    # or harness key of its own: keys 1 and 2 show it; `preview 15` or `balance_restored`)
+    15: "balance_restored",
 }
 
 

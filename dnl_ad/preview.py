@@ -32,12 +32,31 @@ KEY_POSITION = {"quality_rule": 2, "traffic_alert": 2}
 SHOWN_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID")
 
 
+# "balance restored" has no sweep of its own: the low- and zero-balance sweeps decide it
+RESTORED = AlertSpec(15, "balance_restored", "Balance restored",
+                     "dnl_ad.alerts.balance_restored", "balance_check_seconds")
+
+
 def find_alert(name: str) -> AlertSpec | None:
-    """By harness number (1-7) or kind (low_balance, ...)."""
+    """By harness number (1-7, 15) or kind (low_balance, ..., balance_restored)."""
     text = name.strip().lower()
+    if text in ("15", RESTORED.kind):
+        return RESTORED
     if text.isdigit():
         return ALERTS.get(int(text))
     return next((spec for spec in ALERTS.values() if spec.kind == text), None)
+
+
+def _sweep(spec: AlertSpec, database: db.Database, now: dt.datetime,
+           settings: Settings) -> list[Mail]:
+    """The mails of the sweep(s) that decide `spec`'s notices."""
+    specs = [ALERTS[1], ALERTS[2]] if spec is RESTORED else [spec]
+    return [m for s in specs for m in s.sweep_function()(database, now, settings).mails]
+
+
+def key_kind(mail: Mail) -> str:
+    """The kind at the head of the Message-ID's dedupe key."""
+    return mail.message_id.strip("<>").partition("@")[0].split(".")[0]
 
 
 def key_subject_id(mail: Mail, position: int = 1) -> int | None:
@@ -52,7 +71,8 @@ def key_subject_id(mail: Mail, position: int = 1) -> int | None:
 def client_mails(mails: list[Mail], kind: str, client_id: int,
                  resources: set[int]) -> list[Mail]:
     wanted = resources if kind in TRUNK_KINDS else {client_id}
-    return [m for m in mails if key_subject_id(m, KEY_POSITION.get(kind, 1)) in wanted]
+    return [m for m in mails if key_subject_id(m, KEY_POSITION.get(kind, 1)) in wanted
+            and key_kind(m) == kind]
 
 
 def _resources(database: db.Database, client_id: int) -> set[int]:
@@ -79,7 +99,7 @@ def main(settings: Settings, alert: str, *, client_id: int, at: dt.datetime | No
     out = out or sys.stdout
     spec = find_alert(alert)
     if spec is None:
-        names = ", ".join(f"{n}={s.kind}" for n, s in ALERTS.items())
+        names = ", ".join(f"{n}={s.kind}" for n, s in [*ALERTS.items(), (15, RESTORED)])
         print(f"unknown alert {alert!r}; choose one of {names}", file=sys.stderr)
         return 2
     now = at or dt.datetime.now(dt.timezone.utc)
@@ -87,14 +107,14 @@ def main(settings: Settings, alert: str, *, client_id: int, at: dt.datetime | No
         dry = settings.replace(dry_run=True, dry_run_dir=tmp)
         database = migrations.open_database(dry)  # read-only, also before `migrate`
         try:
-            result = spec.sweep_function()(database, now, dry)
+            found = _sweep(spec, database, now, dry)
             resources = _resources(database, client_id) if spec.kind in TRUNK_KINDS else set()
         finally:
             database.close()
-    mails = client_mails(result.mails, spec.kind, client_id, resources)
+    mails = client_mails(found, spec.kind, client_id, resources)
     if not mails:
         print(f"client {client_id} would get no {spec.kind} notice at {now.isoformat()} "
-              f"({len(result.mails)} other client(s) would)", file=out)
+              f"({len(found)} other client(s) would)", file=out)
         return 1
     for n, mail in enumerate(mails, start=1):
         if len(mails) > 1:

@@ -116,6 +116,10 @@ class _Job(schedule.Job):
         super().__init__(interval, scheduler)
         self.name = ""
         self.failures = 0
+        # when the current run of failures began and what the last one said (the
+        # operator alerts read them: dnl_ad.operator_alerts)
+        self.failing_since: dt.datetime | None = None
+        self.last_error = ""
 
     @property
     def period(self) -> float:
@@ -145,6 +149,10 @@ class _Job(schedule.Job):
             ok = True
         except Exception as exc:
             self.failures += 1
+            if self.failing_since is None:
+                self.failing_since = now
+            self.last_error = (db.scrub(f"{type(exc).__name__}: {exc}").strip()
+                               .splitlines() or [type(exc).__name__])[0][:500]
             if db.is_connection_error(exc):
                 delay = self.backoff(outage=True)
                 # Database logged the outage itself (once); one line per job would be noise.
@@ -159,11 +167,15 @@ class _Job(schedule.Job):
             if self.failures:
                 log.warning("job %s works again after %d failed runs", self.name, self.failures)
             self.failures = 0
+            self.failing_since, self.last_error = None, ""
             log.debug("job %s done in %.2f s", self.name, time.monotonic() - started)
         self.last_run = self.scheduler.clock()
         self.next_run = self.last_run + dt.timedelta(seconds=delay)
+        seconds = time.monotonic() - started
         if self.scheduler.on_run is not None:
-            self.scheduler.on_run(self.name, ok, time.monotonic() - started, result)
+            self.scheduler.on_run(self.name, ok, seconds, result)
+        for hook in self.scheduler.run_hooks:
+            hook(self.name, ok, seconds, result)
         return result
 
 
@@ -174,8 +186,10 @@ class Registry(schedule.Scheduler):
         super().__init__()
         self.clock = clock
         self.jobs: list[_Job] = []  # type: ignore[assignment]
-        # called after every run: (job name, succeeded, seconds, result) -> metrics
+        # called after every run: (job name, succeeded, seconds, result) -> metrics and
+        # the operator alerts
         self.on_run: Callable[[str, bool, float, Any], None] | None = None
+        self.run_hooks: list[Callable[[str, bool, float, Any], None]] = []
 
     def every(self, interval: int = 1) -> _Job:  # type: ignore[override]
         return _Job(interval, self)
@@ -231,6 +245,10 @@ class Loop:
         self.registry = Registry(clock)
         if metrics is not None:
             self.registry.on_run = metrics.observe
+        from .operator_alerts import Monitor
+
+        self.operator = Monitor()
+        self.registry.run_hooks.append(self.operator.observe)
         self._jobs = jobs or standard_jobs
         self._reload, self._on_reload = reload, on_reload
         self._build()
@@ -358,6 +376,7 @@ def standard_jobs(loop: Loop) -> list[JobDef]:
     jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
     if loop.metrics is not None and not loop.settings.dry_run:
         jobs.append(JobDef("outbox_metrics", OUTBOX_METRICS_SECONDS, _outbox_metrics_job(loop)))
+    jobs.append(operator_job(loop))
     return jobs
 
 
@@ -365,6 +384,12 @@ def _purge_job(loop: Loop) -> Callable[[dt.datetime], Any]:
     def run(now: dt.datetime) -> Any:
         return retention.purge(loop.database, loop.settings, now)
     return run
+def operator_job(loop: Loop) -> JobDef:
+    """The operator alerts' check (dnl_ad.operator_alerts), after the other jobs."""
+    from . import operator_alerts
+
+    return JobDef(operator_alerts.JOB_NAME, operator_alerts.CHECK_SECONDS,
+                  operator_alerts.job(loop))
 
 
 def _outbox_metrics_job(loop: Loop) -> Callable[[dt.datetime], Any]:

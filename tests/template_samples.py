@@ -18,7 +18,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "period_compare": "period_compare", "traffic_alert": "traffic_alert",
                      "watch_list": "watch_list", "usage_limit": "usage_limit",
                      "fraud_detection": "fraud_detection",
-                     "low_balance_disable": "low_balance_disable"}
+                     "low_balance_disable": "low_balance_disable",
+                     "balance_restored": "balance_restored"}
 
 # What the lead's alert layer adds to every context (may be empty strings).
 OPERATOR = {"currency": "USD", "switch_alias": "CarrierX", "switch_ip": "203.0.113.10",
@@ -141,6 +142,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "since": "2026-02-25 16:00:00 GMT+08:00", "trunks": "acme-in, acme-in2",
         "now": "2026-03-02 16:00:00 GMT+08:00",
     },
+    "balance_restored": {**_BALANCE, "balance": Decimal("250"),
+                         "remaining_credit": Decimal("1250"),
+                         "payment_amount": Decimal("300"),
+                         "payment_time": "2026-03-02 15:40:00"},
 }
 
 

@@ -87,6 +87,9 @@ REPLY_TO = noc@carrier.example
 SMTP_SESSIONS = 8
 SMTP_MAX_PER_SESSION = 100
 SMTP_RATE_LIMIT = 5
+ADMIN_EMAIL = ops@carrier.example; noc@carrier.example
+ADMIN_ALERT_AFTER_MINUTES = 20
+BALANCE_RESTORED_NOTICE = false
 """
 
 
@@ -137,6 +140,8 @@ def test_every_key_parsed(tmp_path: Path) -> None:
         120, "minutes", (25, 75, 100))
     assert s.usage_limit_carry_over is True and s.low_balance_disable is True
     assert s.fraud_check_seconds == 30
+    assert (s.admin_email, s.admin_alert_after_minutes, s.balance_restored_notice) == (
+        "ops@carrier.example; noc@carrier.example", 20, False)
     # The test above sets every key the parser knows: a new key must be added here too.
     set_keys = {line.split("=")[0].strip() for line in FULL_INI.splitlines() if "=" in line}
     assert set_keys == set(KEYS)

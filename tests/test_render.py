@@ -25,7 +25,8 @@ TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
                      "period_compare": "period_compare", "traffic_alert": "traffic_alert",
                      "watch_list": "watch_list", "usage_limit": "usage_limit",
                      "fraud_detection": "fraud_detection",
-                     "low_balance_disable": "low_balance_disable"}
+                     "low_balance_disable": "low_balance_disable",
+                     "balance_restored": "balance_restored"}
 
 
 def config(**columns: str) -> MailConfig:
@@ -61,6 +62,7 @@ SYNONYMS = {
     "usage_limit": {"event", "trunks", "reopen_at"},
     "fraud_detection": {"company", "ingress_name", "blocked"},  # blocked: a sentence
     "low_balance_disable": {"event", "now"},  # event picks the wording
+    "balance_restored": {"allow_credit", "payment_term", "current_date", "date", "time"},
 }
 
 

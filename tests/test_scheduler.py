@@ -116,12 +116,13 @@ def test_standard_jobs_use_configured_cadences(settings, database) -> None:
     loop = Loop(settings, database, clock=lambda: T0)
     periods = {job.name: job.period for job in loop.registry.jobs}
     expected = {spec.kind: getattr(settings, spec.cadence_setting) for spec in ALERTS.values()}
-    assert periods == {**expected, "outbox_purge": 3600, "delivery": 4}
+    assert periods == {**expected, "outbox_purge": 3600, "delivery": 4, "operator_alerts": 60}
     assert expected["low_balance"] == 11 and expected["usage_summary"] == 22
     assert expected["trunk_suspended"] == 33
-    # all due at once on start, sweeps before delivery
-    assert [j.name for j in sorted(loop.registry.jobs) if j.should_run][-1] == "delivery"
-    assert len(standard_jobs(loop)) == len(ALERTS) + 2
+    # all due at once on start, sweeps before delivery, the operator alerts' check last
+    assert [j.name for j in sorted(loop.registry.jobs) if j.should_run][-2:] == [
+        "delivery", "operator_alerts"]
+    assert len(standard_jobs(loop)) == len(ALERTS) + 3
 
 
 def test_stop_request_ends_the_loop_between_jobs(settings, database) -> None:

@@ -33,6 +33,10 @@ class SweepResult:
     skipped: int = 0         # due rows skipped for bad data (logged with the reason)
     state_changes: int = 0   # provider rows written (episode resets, trunk blocks)
     mails: list[Mail] = field(default_factory=list)  # dry run: what would be sent
+    # items whose writes failed and were rolled back (retried next sweep), and why:
+    # the trunk suspension reports them to the operator (dnl_ad.operator_alerts)
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

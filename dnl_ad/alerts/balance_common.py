@@ -40,7 +40,7 @@ from .. import batches, clock, db, migrations, pipeline
 from ..config import Settings
 from ..mail.message import split_addresses, valid_address
 from ..notice import Notice
-from . import SweepResult, recipients
+from . import SweepResult, balance_restored, recipients
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,23 @@ WITH sp AS (
            END AS action
     FROM c
 )
-SELECT * FROM d WHERE action IS NOT NULL ORDER BY client_id
+SELECT d.*, pay.amount AS paid_amount, pay.payment_time AS paid_at
+FROM d
+-- the latest payment received since the episode began, for a closing episode only (the
+-- "balance restored" notice: dnl_ad.alerts.balance_restored)
+LEFT JOIN LATERAL (
+    SELECT p.amount::numeric AS amount, p.payment_time FROM client_payment p
+    WHERE d.action = 'close' AND d.started_at IS NOT NULL AND p.client_id = d.client_id
+      AND p.payment_time >= d.started_at AND p.payment_time <= %(now)s
+      AND p.result AND p.approved IS NOT FALSE AND p.amount > 0
+      AND p.payment_type IN ({payment_types})
+    ORDER BY p.payment_time DESC LIMIT 1
+) pay ON true
+WHERE d.action IS NOT NULL ORDER BY d.client_id
 """).format(threshold=rule.threshold, enabled=rule.enabled, provider_open=rule.provider_open,
             provider_last=rule.provider_last, provider_count=rule.provider_count,
             superseded=rule.superseded_by,
+            payment_types=sql.SQL(", ").join(map(sql.Literal, balance_restored.PAYMENT_TYPES)),
             episode=migrations.own(schema, EPISODE_TABLE))
 
 
@@ -311,6 +324,8 @@ class BalanceSweep:
         self.scope = database.safe_name
         self.result = SweepResult(kind=rule.kind)
         self._new: dict[int, bool] = {}   # client -> newly queued (else a duplicate key)
+        self._restored: dict[int, bool] = {}  # client -> "balance restored" newly queued
+        self._pipe: pipeline.Pipeline | None = None
 
     def run(self) -> SweepResult:
         today = self.now.astimezone(dt.UTC).date()
@@ -319,7 +334,10 @@ class BalanceSweep:
                         {"kind": self.rule.kind, "now": self.now, "today": today})
             rows = cur.fetchall()
             due = [r for r in rows if r["action"] in ("open", "repeat")]
-            pipe = pipeline.Pipeline.open(cur, self.settings) if due else None
+            restorable = any(r["action"] == "close" and self._restorable(r) for r in rows)
+            pipe = (pipeline.Pipeline.open(cur, self.settings) if due or restorable
+                    else None)
+        self._pipe = pipe
         for row in rows:
             if row["action"] == "bad":
                 self._report_bad(row)
@@ -327,7 +345,7 @@ class BalanceSweep:
         close = [r for r in rows if r["action"] == "close"]
         if adopt:
             self._in_batches(adopt, self._adopt, "take over the open episode")
-        if pipe is not None:  # an idle sweep costs the one query and nothing else
+        if due and pipe is not None:  # an idle sweep costs the one query and nothing else
             served = [r for r in due if self._addressable(r)]
             done = self._in_batches(served, lambda cur, row: self._queue(cur, pipe, row),
                                     "queue the notice")
@@ -340,13 +358,22 @@ class BalanceSweep:
                     self.result.queued += 1
                 else:
                     self.result.duplicates += 1
-            self.result.mails = list(pipe.mails)
         if close:
             for row in self._in_batches(close, self._close_one, "close the episode"):
                 self.result.state_changes += 1
                 log.info("%s: client %s (%s): episode closed (%s)", self.rule.kind,
                          row["client_id"], row["name"], _close_reason(row))
+                if self._restored.get(row["client_id"]):
+                    self.result.queued += 1
+        if pipe is not None:
+            self.result.mails = list(pipe.mails)
         return self.result
+
+    def _restorable(self, row: Mapping[str, Any]) -> bool:
+        """A closing episode that may earn a "balance restored" notice: closed because
+        the client paid (never by a setting change)."""
+        return (self.settings.balance_restored_notice
+                and balance_restored.closed_by_payment(row))
 
     def _in_batches(self, rows: list[Mapping[str, Any]],
                     work: Callable[[db.Cursor, Mapping[str, Any]], None],
@@ -461,11 +488,22 @@ class BalanceSweep:
         )
 
     def _close_one(self, cur: db.Cursor, row: Mapping[str, Any]) -> None:
+        """Close the episode and, in the same transaction, decide its "balance restored"
+        notice (dnl_ad.alerts.balance_restored)."""
         ids = [row["client_id"]]
-        cur.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND client_id = ANY(%s)")
+        cur.execute(sql.SQL("DELETE FROM {} WHERE kind = %s AND client_id = ANY(%s) "
+                            "RETURNING started_at, notices, adopted")
                     .format(migrations.own(self.settings.own_schema, EPISODE_TABLE)),
                     (self.rule.kind, ids))
+        closed = cur.fetchone()
         self.rule.reset(cur, ids)
+        self._restored[row["client_id"]] = False
+        if closed is None or self._pipe is None or not self._restorable(row):
+            return
+        _, valid, _ = self._recipients(row)
+        self._restored[row["client_id"]] = balance_restored.decide(
+            cur, self._pipe, self.settings, self.rule, row, closed, self.now,
+            self._zone(row), valid)
 
 
 def _lockable(cur: db.Cursor, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -187,6 +187,7 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
         describe=lambda c: (f"trunk_suspended: client {c.client_id} trunk {c.resource_id} "
                             f"{c.alias!r} rate send {c.rate_send_id}: suspension"))
     result.skipped += len(outcome.failed)
+    result.failed, result.errors = len(outcome.failed), list(outcome.errors)
     for cand in outcome.done:
         if cand.detail_id in skipped:
             log.info("trunk_suspended: client %s trunk %s %r rate send %s: left alone, %s",

@@ -103,6 +103,7 @@ KNOWN_TAGS: dict[str, tuple[str, ...]] = {
     "watch_list": (
         "client_name", "company_name", "destination", "reason", "day", "calls", "minutes",
         "cost"),
+    "balance_restored": (*_BALANCE_TAGS, "payment_amount", "payment_time"),
 }
 KNOWN_TAGS = {kind: tags + tuple(t for t in _COMMON_TAGS if t not in tags)
               for kind, tags in KNOWN_TAGS.items()}
@@ -131,6 +132,8 @@ TEMPLATE_KINDS: dict[str, str] = {
     "period_compare": "period_compare",   # dnl_ad's own rules: default templates only
     "traffic_alert": "traffic_alert",
     "watch_list": "watch_list",
+    # no mail_tmplate column: always the default template
+    "balance_restored": "balance_restored",
 }
 
 PARTS = ("from", "subject", "content", "cc")
