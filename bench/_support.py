@@ -19,8 +19,8 @@ from typing import Any, TypeVar
 
 from dnl_ad import db, delivery
 from dnl_ad.config import REPO_ROOT, Settings
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, build_v5_database
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools.embedded_pg import EmbeddedPostgres, build_provider_database, build_v5_database
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 T = TypeVar("T")
 

@@ -33,10 +33,11 @@ from _support import (
     timed,
 )
 
-from dnl_ad import clock, db, demo_data
+from dnl_ad import clock, db
 from dnl_ad.alerts import balance_common, low_balance, zero_balance
 from dnl_ad.config import Settings
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools import demo_data
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 
 def _bare_query(database: db.Database, rule: balance_common.BalanceRule, now: dt.datetime,

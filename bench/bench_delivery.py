@@ -25,9 +25,9 @@ from _support import bench_settings, populate, provider_database, stopwatch
 
 from dnl_ad import db, delivery
 from dnl_ad.config import Settings
+from dnl_ad.devtools.smtp_sink import SmtpSink
 from dnl_ad.notice import Notice
 from dnl_ad.pipeline import Pipeline
-from dnl_ad.smtp_sink import SmtpSink
 
 NOW = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 from _support import populate, provider_database
 
-from dnl_ad import db, demo_data
+from dnl_ad import db
 from dnl_ad.config import REPO_ROOT
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools import demo_data
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 

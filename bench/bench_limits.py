@@ -26,8 +26,9 @@ import sys
 
 from _support import bench_settings, populate, provider_database, psql_seconds, show, stopwatch
 
-from dnl_ad import db, demo_data
+from dnl_ad import db
 from dnl_ad.alerts import usage_limit
+from dnl_ad.devtools import demo_data
 
 NOW = dt.datetime(2026, 11, 21, 10, 30, tzinfo=dt.UTC)
 

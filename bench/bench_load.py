@@ -12,7 +12,7 @@ import sys
 
 from _support import populate, provider_database, stopwatch
 
-from dnl_ad import demo_data
+from dnl_ad.devtools import demo_data
 
 
 def main() -> None:

@@ -15,8 +15,9 @@ import sys
 
 from _support import bench_settings, populate, provider_database, timed
 
-from dnl_ad import db, demo_data
+from dnl_ad import db
 from dnl_ad.alerts import trunk_common, trunk_pending, trunk_suspended
+from dnl_ad.devtools import demo_data
 
 
 def _generate(cur: db.Cursor, n: int, now: dt.datetime) -> None:

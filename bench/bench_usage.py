@@ -9,7 +9,7 @@ about 1,000,000 cdr_report_detail rows for 20,000 clients), spread over six zone
 - the usage-summary sweep that queues all N summaries (plan + aggregation + render +
   enqueue), and the same sweep again when everything is queued (the steady state that
   runs every DAILY_CHECK_SECONDS);
-- delivery of all N summaries to the SMTP sink on loopback (dnl_ad.smtp_sink), as
+- delivery of all N summaries to the SMTP sink on loopback (dnl_ad.devtools.smtp_sink), as
   summaries per second, and queue + deliver end to end.
 
 Data is generated with set-based SQL on the server (INSERT ... SELECT generate_series).
@@ -25,7 +25,7 @@ from _support import bench_settings, drain, populate, provider_database, psql_se
 
 from dnl_ad import db
 from dnl_ad.alerts import SweepResult, daily_common, usage_summary
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 REPORT_DAY = dt.date(2026, 11, 20)
 NOW = dt.datetime(2026, 11, 21, 6, tzinfo=dt.UTC)  # every zone's 00:00 send hour has passed

@@ -153,7 +153,7 @@ def _watch(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from . import demo
+    from .devtools import demo
 
     return demo.main(clients=args.clients, timeout=args.timeout, out_dir=args.out)
 

@@ -6,7 +6,7 @@ database per session holds the provider subset and dnl_ad's migrated schema; eve
 gets its own clone of it (CREATE DATABASE ... TEMPLATE), so tests never see each other.
 
 SMTP: an aiosmtpd server on 127.0.0.1 that records every message and can be told to
-refuse recipients (4xx/5xx) or drop the connection (dnl_ad.smtp_sink).
+refuse recipients (4xx/5xx) or drop the connection (dnl_ad.devtools.smtp_sink).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from dnl_ad import db
 from dnl_ad.config import Settings
-from dnl_ad.embedded_pg import (
+from dnl_ad.devtools.embedded_pg import (
     EmbeddedPostgres,
     build_provider_database,
     build_v5_database,
@@ -31,7 +31,7 @@ from dnl_ad.embedded_pg import (
     drop_database,
     dsn_for,
 )
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 REPO = Path(__file__).resolve().parent.parent
 _counter = itertools.count()

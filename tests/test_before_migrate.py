@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import io
 
-from dnl_ad import cli, daemon, demo_data, harness, migrations
+from dnl_ad import cli, daemon, harness, migrations
 from dnl_ad.alerts import ALERTS
+from dnl_ad.devtools import demo_data
 from dnl_ad.scheduler import Loop
 
 from .conftest import utc

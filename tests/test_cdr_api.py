@@ -14,7 +14,7 @@ import pytest
 
 from dnl_ad import cdr_api
 from dnl_ad.config import ConfigError, Settings, cdr_api_host, load_settings
-from dnl_ad.smtp_sink import free_port
+from dnl_ad.devtools.smtp_sink import free_port
 
 from .cdr_api_server import CdrApiServer
 from .conftest import utc

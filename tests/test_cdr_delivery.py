@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from dnl_ad.alerts import ALERTS, cdr_delivery
+from dnl_ad.devtools.smtp_sink import free_port
 from dnl_ad.scheduler import JobDef, Loop, _sweep_job
-from dnl_ad.smtp_sink import free_port
 
 from . import factories as f
 from .cdr_api_server import CdrApiServer

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dnl_ad import cli, demo_data
-from dnl_ad.smtp_sink import free_port
+from dnl_ad import cli
+from dnl_ad.devtools import demo_data
+from dnl_ad.devtools.smtp_sink import free_port
 
 from . import factories as f
 from .conftest import utc

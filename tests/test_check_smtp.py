@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dnl_ad import check, delivery
 from dnl_ad.config import Settings
+from dnl_ad.devtools.smtp_sink import SmtpSink
 from dnl_ad.mail import smtp as mail_smtp
-from dnl_ad.smtp_sink import SmtpSink
 from tests import factories
 from tests.mail_helpers import NOW, notice, queue
 from tests.test_smtp_tls import ca, server_ctx  # noqa: F401  (fixtures)

@@ -10,7 +10,7 @@ from collections import Counter
 from aiosmtpd.controller import Controller
 
 from dnl_ad import delivery
-from dnl_ad.smtp_sink import RecordingHandler, SmtpSink, _SinkSMTP, free_port
+from dnl_ad.devtools.smtp_sink import RecordingHandler, SmtpSink, _SinkSMTP, free_port
 from tests import factories
 from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 from dnl_ad import delivery
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools.smtp_sink import SmtpSink
 from tests import factories
 from tests.mail_helpers import NOW, notice, outbox_rows, queue
 from tests.smtp_v5 import v5_mail_sender

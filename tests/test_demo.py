@@ -8,8 +8,8 @@ import email.policy
 import io
 import logging
 
-from dnl_ad import demo
 from dnl_ad.alerts import ALERTS
+from dnl_ad.devtools import demo
 
 
 def test_demo_sends_every_kind(tmp_path) -> None:

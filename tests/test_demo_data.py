@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dnl_ad import clock, demo_data
+from dnl_ad import clock
+from dnl_ad.devtools import demo_data
 
 from .conftest import utc
 from .factories import rows

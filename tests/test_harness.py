@@ -6,8 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dnl_ad import demo_data
 from dnl_ad.alerts import ALERTS
+from dnl_ad.devtools import demo_data
 
 from . import factories as f
 from .conftest import utc

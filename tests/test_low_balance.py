@@ -352,7 +352,7 @@ def test_fine_clients_cost_no_python_work(conn, database, settings) -> None:
 def test_smtp_outage_keeps_the_decision_and_mail_goes_out_later(conn, database, settings,
                                                                 smtp) -> None:
     from dnl_ad import delivery
-    from dnl_ad.smtp_sink import free_port
+    from dnl_ad.devtools.smtp_sink import free_port
 
     f.system(conn)
     c = f.client(conn, balance=10.0, low_config=AMOUNT_50, name="acme",

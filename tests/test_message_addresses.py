@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 
 from dnl_ad import delivery
+from dnl_ad.devtools.smtp_sink import SmtpSink
 from dnl_ad.mail import message as mail_message
 from dnl_ad.mail.render import MailConfig, render_notice
-from dnl_ad.smtp_sink import SmtpSink
 from tests import factories
 from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
 

@@ -8,7 +8,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from dnl_ad import demo_data, metrics
+from dnl_ad import metrics
+from dnl_ad.devtools import demo_data
 from dnl_ad.scheduler import Loop
 
 from .conftest import utc
@@ -93,7 +94,7 @@ def test_healthz_says_503_when_the_database_does_not_answer(settings, database) 
 
 
 def test_the_daemon_serves_metrics_when_metrics_port_is_set(settings, tmp_path) -> None:
-    from dnl_ad.smtp_sink import free_port
+    from dnl_ad.devtools.smtp_sink import free_port
 
     from .test_daemon import cli, daemon_env, wait_for
 

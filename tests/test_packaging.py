@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dnl_ad import config, demo_data
+from dnl_ad import config
+from dnl_ad.devtools import demo_data
 
 from .conftest import utc
 from .test_daemon import REPO

@@ -5,7 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 
-from dnl_ad import cli, demo_data
+from dnl_ad import cli
+from dnl_ad.devtools import demo_data
 
 from .conftest import utc
 from .test_daemon import write_ini

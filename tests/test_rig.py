@@ -9,8 +9,8 @@ import psycopg2
 import pytest
 
 from dnl_ad import contract, db, migrations
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
-from dnl_ad.smtp_sink import SmtpSink
+from dnl_ad.devtools.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
+from dnl_ad.devtools.smtp_sink import SmtpSink
 
 from .conftest import utc
 

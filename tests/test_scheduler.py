@@ -11,10 +11,11 @@ import logging
 
 import pytest
 
-from dnl_ad import db, demo_data
+from dnl_ad import db
 from dnl_ad.alerts import ALERTS
 from dnl_ad.config import ConfigError
-from dnl_ad.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
+from dnl_ad.devtools import demo_data
+from dnl_ad.devtools.embedded_pg import EmbeddedPostgres, build_provider_database, drop_database
 from dnl_ad.scheduler import BACKOFF_CAP_SECONDS, JobDef, Loop, Wakeup, standard_jobs
 
 from . import factories as f

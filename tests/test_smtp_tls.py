@@ -13,8 +13,8 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from dnl_ad import delivery
 from dnl_ad.config import Settings
+from dnl_ad.devtools.smtp_sink import SmtpSink
 from dnl_ad.mail import smtp as mail_smtp
-from dnl_ad.smtp_sink import SmtpSink
 from tests import factories
 from tests.mail_helpers import NOW, email_log, notice, outbox_rows, queue
 

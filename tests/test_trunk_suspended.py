@@ -14,8 +14,8 @@ import pytest
 
 from dnl_ad import db, delivery
 from dnl_ad.alerts import trunk_common, trunk_pending, trunk_suspended
+from dnl_ad.devtools.smtp_sink import free_port
 from dnl_ad.pipeline import Pipeline
-from dnl_ad.smtp_sink import free_port
 
 from . import factories as f
 from .conftest import utc

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from psycopg2 import sql
 
-from . import db, migrations
+from .. import db, migrations
 
 
 class EmbeddedPostgres:
@@ -132,7 +132,7 @@ def v5_schema_file() -> Path:
     given = os.environ.get(V5_ENV)
     if given:
         return Path(given)
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     return repo.parent / "shared" / "dnl_v5" / "class4_v5_schema.sql.gz"
 
 

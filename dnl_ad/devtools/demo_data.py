@@ -43,7 +43,7 @@ from typing import Any
 
 from psycopg2 import sql
 
-from . import db
+from .. import db
 
 ZONES: tuple[str | None, ...] = (
     "+08:00", "+0800", "+05:45", "-03:30", "+14:00", "Asia/Hong_Kong", None, "-05:00",

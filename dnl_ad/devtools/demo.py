@@ -29,10 +29,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import daemon, db, demo_data, logs
-from .alerts import ALERTS
-from .config import Settings, default_template_dir
-from .scheduler import Loop
+from .. import daemon, db, logs
+from ..alerts import ALERTS
+from ..config import Settings, default_template_dir
+from ..scheduler import Loop
+from . import demo_data
 
 log = logging.getLogger(__name__)
 
