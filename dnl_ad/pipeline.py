@@ -25,7 +25,7 @@ from .notice import Notice
 log = logging.getLogger(__name__)
 
 # dedupe keys a dry run has already reported (it writes nothing, so it decides them again)
-_DRY_RUN_SAID: set[str] = set()
+_DRY_RUN_SAID: set[tuple[str, str]] = set()  # (database, dedupe key)
 
 
 class Pipeline:
@@ -36,6 +36,12 @@ class Pipeline:
         # mail: keyed, so a batch redone after a rollback (dnl_ad.batches) counts once
         self._outcomes: dict[str, str] = {}
         self._mails: dict[str, mail_message.Mail] = {}
+        self._first_said: set[str] = set()
+
+    def worth_saying(self, dedupe_key: str) -> bool:
+        """Whether an alert's own line about this notice belongs at INFO: always in a real
+        run (it was just decided), once per process in a dry run (decided every sweep)."""
+        return not self.settings.dry_run or dedupe_key in self._first_said
 
     def _count(self, outcome: str) -> int:
         return sum(1 for o in self._outcomes.values() if o == outcome)
@@ -106,8 +112,11 @@ class Pipeline:
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
             # a dry-run daemon decides the same notices every sweep: said once each
-            first = notice.dedupe_key not in _DRY_RUN_SAID
-            _DRY_RUN_SAID.add(notice.dedupe_key)
+            said = (self.settings.connection_string, notice.dedupe_key)
+            first = said not in _DRY_RUN_SAID
+            _DRY_RUN_SAID.add(said)
+            if first:
+                self._first_said.add(notice.dedupe_key)
             if mail.error:
                 log.log(logging.WARNING if first else logging.DEBUG,
                         "dry run: %s client %s would be recorded as failed: %s "

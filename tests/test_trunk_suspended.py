@@ -442,3 +442,19 @@ def test_a_grace_longer_than_the_overdue_limit_still_suspends(conn, database, se
     long_grace = settings.replace(suspend_grace_minutes=4 * 24 * 60, suspend_max_overdue_days=3)
     assert trunk_suspended.sweep(database, NOW, long_grace).state_changes == 1
     assert _resource(conn, t["resource_id"])["active"] is False
+
+
+def test_a_dry_run_daemon_says_each_block_once(conn, database, settings, caplog) -> None:
+    """Issue 16 item 24: a dry run decides the same suspension every sweep (it writes
+    nothing); the log says it once, not every sweep."""
+    _, t = _client_trunk(conn)
+    f.rate_send(conn, t["resource_id"], YESTERDAY)
+    dry = settings.replace(dry_run=True)
+    caplog.set_level(logging.INFO)
+    for minute in range(3):
+        assert trunk_suspended.sweep(database, NOW + dt.timedelta(minutes=minute),
+                                     dry).state_changes == 1
+    said = [r for r in caplog.records if r.levelno >= logging.INFO
+            and "would have" in r.getMessage()]
+    assert len(said) == 1
+    assert _resource(conn, t["resource_id"])["active"] is True

@@ -163,10 +163,12 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                             f" {i[0].alias!r} rate send {i[0].rate_send_id}: notice"))
     result.skipped += len(outcome.failed)
     for cand, stage in outcome.done:
-        log.info("trunk_pending: client %s trunk %s %r rate send %s deadline %s: %s h "
-                 "warning%s", cand.client_id, cand.resource_id, cand.alias,
-                 cand.rate_send_id, cand.deadline.isoformat(), stage,
-                 " [dry run]" if settings.dry_run else "")
+        key = dedupe_key(cand.resource_id, cand.rate_send_id, stage)
+        log.log(logging.INFO if pipeline.worth_saying(key) else logging.DEBUG,
+                "trunk_pending: client %s trunk %s %r rate send %s deadline %s: %s h "
+                "warning%s", cand.client_id, cand.resource_id, cand.alias,
+                cand.rate_send_id, cand.deadline.isoformat(), stage,
+                " [dry run]" if settings.dry_run else "")
     result.queued += pipeline.queued
     result.duplicates += pipeline.duplicates
     result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log

@@ -195,11 +195,13 @@ def sweep(database: db.Database, now: dt.datetime, settings: Settings) -> SweepR
                      skipped[cand.detail_id])
             continue
         result.state_changes += 1
-        log.warning("trunk_suspended: %sclient %s (%r) trunk %s %r blocked: rate send %s "
-                    "(%r) not downloaded by deadline %s",
-                    "[dry run] would have: " if settings.dry_run else "", cand.client_id,
-                    cand.client_name, cand.resource_id, cand.alias, cand.rate_send_id,
-                    cand.file, cand.deadline.isoformat())
+        key = dedupe_key(cand.resource_id, cand.rate_send_id)
+        log.log(logging.WARNING if pipeline.worth_saying(key) else logging.DEBUG,
+                "trunk_suspended: %sclient %s (%r) trunk %s %r blocked: rate send %s "
+                "(%r) not downloaded by deadline %s",
+                "[dry run] would have: " if settings.dry_run else "", cand.client_id,
+                cand.client_name, cand.resource_id, cand.alias, cand.rate_send_id,
+                cand.file, cand.deadline.isoformat())
     result.queued += pipeline.queued
     result.duplicates += pipeline.duplicates
     result.skipped += pipeline.failed  # unsendable: recorded as failed in email_log
