@@ -145,7 +145,9 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
           own_senders: Sequence[str] = (), all_own_senders: Sequence[str] = ()
           ) -> list[Claimed]:
     """Take up to `limit` due rows (oldest first), leased until now + lease, under a new
-    claim token.
+    claim token "<backend pid>:<uuid>": the pid says whose session holds the claim, so a
+    new active daemon frees only the claims of deliverers whose session is gone
+    (release_dead_leases).
 
     Senders with their own SMTP server (`all_own_senders`, mail_sender ids) are claimed
     only when listed in `own_senders`; every other row goes through the default server
@@ -159,9 +161,11 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
             " AND (coalesce(sender_id, '') = ANY(%(own_ok)s::text[])"
             "  OR (%(default_ok)s AND coalesce(sender_id, '') <> ALL(%(own_all)s::text[])))"
             " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-            "UPDATE {t} AS o SET lease_until = %(until)s, claim_token = %(token)s"
+            "UPDATE {t} AS o SET lease_until = %(until)s,"
+            " claim_token = pg_backend_pid()::text || ':' || %(token)s"
             " FROM due WHERE o.id = due.id "
-            "RETURNING o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
+            "RETURNING o.claim_token,"
+            " o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
             " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
             " o.html_body, o.message, o.attempts, o.next_attempt_at, o.sender_id"
         ).format(t=_table(schema)),
@@ -170,6 +174,8 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
          "default_ok": default_server},
     )
     rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
+    if rows:
+        token = rows[0]["claim_token"]  # "<backend pid>:<uuid>", the same for every row
     return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
                     r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
                     list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
@@ -238,11 +244,17 @@ def release(cur: Cursor, schema: str, ids: Sequence[int], token: str | None = No
 
 
 def release_dead_leases(cur: Cursor, schema: str) -> int:
-    """Free every claimed-but-unfinished row at once (the leases of deliverers that died):
-    they are due again immediately instead of after the lease. Only the active daemon,
-    which knows no other deliverer lives, may call this. Returns how many rows."""
-    cur.execute(sql.SQL("UPDATE {} SET lease_until = NULL, claim_token = NULL"
-                        " WHERE status = 'pending' AND lease_until IS NOT NULL").format(
+    """Free at once every claimed-but-unfinished row whose deliverer's database session is
+    gone (kill -9, a crash, a terminated backend): due again now instead of after the
+    lease. A deliverer that is only paused (SIGSTOP, a frozen VM) keeps its session, so
+    its claims stay: resumed, it finishes the message in hand and hands the rest back,
+    and nothing is sent twice. Only the active daemon may call this. Returns how many."""
+    cur.execute(sql.SQL(
+        "UPDATE {} SET lease_until = NULL, claim_token = NULL"
+        " WHERE status = 'pending' AND lease_until IS NOT NULL"
+        " AND (coalesce(claim_token, '') !~ '^[0-9]+:'"
+        "      OR NOT EXISTS (SELECT 1 FROM pg_stat_activity a"
+        "                     WHERE a.pid = split_part(claim_token, ':', 1)::int))").format(
         _table(schema)))
     return cur.rowcount
 

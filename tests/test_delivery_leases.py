@@ -70,11 +70,19 @@ def test_release_dead_leases_makes_claimed_rows_deliverable_at_once(
     factories.system(conn)
     queue(database, settings, [notice(f"k:{i}", recipients=f"r{i}@x.example")
                                for i in range(5)])
-    with database.transaction() as cur:  # a deliverer claims three, then is killed
+    paused = db.Database(settings.connection_string)  # a deliverer that is only paused
+    with paused.transaction() as cur:
+        outbox.claim(cur, "dnl_ad", now=NOW, limit=1, lease=delivery.lease_for(settings))
+    dead = db.Database(settings.connection_string)  # one that claims three, then is killed
+    with dead.transaction() as cur:
         outbox.claim(cur, "dnl_ad", now=NOW, limit=3, lease=delivery.lease_for(settings))
-    assert delivery.deliver(database, settings, now=NOW + S).sent == 2  # the rest waits
+    dead.close()
+    assert delivery.deliver(database, settings, now=NOW + S).sent == 1  # the rest waits
+    # only the claims whose session is gone are freed: the paused one keeps its notice
     assert delivery.release_dead_leases(database, settings) == 3
-    assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 3
+    paused.close()
+    assert delivery.release_dead_leases(database, settings) == 1
+    assert delivery.deliver(database, settings, now=NOW + 2 * S).sent == 4
     assert len({m.message["Message-ID"] for m in smtp.messages}) == 5
 
 
