@@ -35,16 +35,17 @@ OFFSET_MINUTES = [480, -300, 345, 0, 180, 0]
 
 def generate(cur: db.Cursor, n: int) -> int:
     """N clients with two trunks each, and their local day's hourly traffic."""
-    cur.execute("INSERT INTO system_parameter (sys_timezone, fromemail, finance_email) "
-                "VALUES (%s, %s, %s)", ("+00:00", "billing@carrier.example",
-                                         "finance@carrier.example"))
+    cur.execute("INSERT INTO system_parameter (sys_id, sys_timezone, fromemail, finance_email) "
+                "VALUES (%s, %s, %s, %s)", (1, "+00:00", "billing@carrier.example",
+                                            "finance@carrier.example"))
+    cur.execute("INSERT INTO currency (currency_id, code) VALUES (%s, %s)", (1, "USD"))
     cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
     cur.execute(
         "INSERT INTO client (client_id, name, company, status, is_auto_summary, "
-        "auto_summary_hour, auto_send_zone, billing_email, allowed_credit) "
+        "auto_summary_hour, auto_send_zone, billing_email, allowed_credit, currency_id) "
         "SELECT i, 'client' || i, 'Company ' || i, true, true, 0, "
         "(%(zones)s::varchar[])[1 + i %% 6], 'billing' || i || '@client' || i || '.example', "
-        "-100 * (i %% 5) FROM generate_series(1, %(n)s) AS i", {"zones": ZONES, "n": n})
+        "-100 * (i %% 5), 1 FROM generate_series(1, %(n)s) AS i", {"zones": ZONES, "n": n})
     cur.execute("INSERT INTO c4_client_balance (client_id, balance) "
                 "SELECT i::text, 1000 - i %% 1500 + 0.25 FROM generate_series(1, %s) AS i", (n,))
     cur.execute("INSERT INTO resource (resource_id, client_id, alias, active, ingress, egress) "
