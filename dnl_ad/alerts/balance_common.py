@@ -100,7 +100,19 @@ class Complaints:
 
     def __init__(self) -> None:
         self._seen: set[tuple[str, str, int, str]] = set()
+        # (scope, kind) -> {client: digest of its `bad` row}: rows already reported, which
+        # the sweep query then leaves out while they stay exactly the same
+        self._bad: dict[tuple[str, str], dict[int, str]] = {}
         self._lock = threading.Lock()
+
+    def reported_bad(self, scope: str, kind: str) -> dict[int, str]:
+        """client -> digest of the `bad` rows reported (a copy, for the sweep query)."""
+        with self._lock:
+            return dict(self._bad.get((scope, kind), {}))
+
+    def remember_bad(self, scope: str, kind: str, digests: Mapping[int, str]) -> None:
+        with self._lock:
+            self._bad.setdefault((scope, kind), {}).update(digests)
 
     def warn(self, scope: str, kind: str, client_id: int, problem: str, message: str,
              *args: Any) -> bool:
@@ -122,6 +134,7 @@ class Complaints:
     def forget(self, scope: str, kind: str, client_id: int) -> None:
         with self._lock:
             self._seen = {k for k in self._seen if k[:3] != (scope, kind, client_id)}
+            self._bad.get((scope, kind), {}).pop(client_id, None)
 
 
 COMPLAINTS = Complaints()
@@ -203,6 +216,32 @@ SELECT * FROM d WHERE action IS NOT NULL ORDER BY client_id
             provider_last=rule.provider_last, provider_count=rule.provider_count,
             superseded=rule.superseded_by,
             episode=migrations.own(schema, EPISODE_TABLE))
+
+
+def new_problems_query(rule: BalanceRule, schema: str) -> sql.Composed:
+    """`sweep_query`, but a `bad` row already reported and unchanged since (its digest,
+    md5 of the whole row, among `%(bad_ids)s`/`%(bad_digests)s`) is only counted: a
+    switch with 2,000 misconfigured clients does not ship 2,000 rows to Python every
+    sweep to say nothing new. Each row carries its `digest` and `known_bad`, the number
+    of rows left out; when every row is left out, one row of NULLs carries the count.
+    """
+    return sql.SQL("""
+WITH s AS ({query}),
+m AS (SELECT s.*, md5(s::text) AS digest FROM s),
+k AS (SELECT * FROM unnest(%(bad_ids)s::int[], %(bad_digests)s::text[]) AS k(id, digest)),
+r AS (SELECT m.* FROM m LEFT JOIN k ON m.action = 'bad' AND k.id = m.client_id
+                                     AND k.digest = m.digest
+      WHERE k.id IS NULL),
+n AS (SELECT (SELECT count(*) FROM m) - (SELECT count(*) FROM r) AS known_bad)
+SELECT r.*, n.known_bad FROM n LEFT JOIN r ON true ORDER BY r.client_id
+""").format(query=sweep_query(rule, schema))
+
+
+def new_problems_params(rule: BalanceRule, now: dt.datetime, reported: Mapping[int, str]
+                        ) -> dict[str, Any]:
+    """The bound parameters of `new_problems_query` at `now`."""
+    return {"kind": rule.kind, "now": now, "today": now.astimezone(dt.UTC).date(),
+            "bad_ids": list(reported), "bad_digests": list(reported.values())}
 
 
 def episode_key(kind: str, client_id: int, started_at: dt.datetime, n: int) -> str:
@@ -313,16 +352,22 @@ class BalanceSweep:
         self._new: dict[int, bool] = {}   # client -> newly queued (else a duplicate key)
 
     def run(self) -> SweepResult:
-        today = self.now.astimezone(dt.UTC).date()
+        reported = self.complaints.reported_bad(self.scope, self.rule.kind)
         with self.database.transaction() as cur:
-            cur.execute(sweep_query(self.rule, self.settings.own_schema),
-                        {"kind": self.rule.kind, "now": self.now, "today": today})
-            rows = cur.fetchall()
+            cur.execute(new_problems_query(self.rule, self.settings.own_schema),
+                        new_problems_params(self.rule, self.now, reported))
+            got = cur.fetchall()
+            rows = [r for r in got if r["action"] is not None]
             due = [r for r in rows if r["action"] in ("open", "repeat")]
             pipe = pipeline.Pipeline.open(cur, self.settings) if due else None
+        # bad rows reported at an earlier sweep and unchanged: still skipped, said once
+        self.result.skipped += got[0]["known_bad"] if got else 0
         for row in rows:
             if row["action"] == "bad":
                 self._report_bad(row)
+        self.complaints.remember_bad(self.scope, self.rule.kind,
+                                     {r["client_id"]: r["digest"] for r in rows
+                                      if r["action"] == "bad"})
         adopt = [r for r in rows if r["action"] == "adopt"]
         close = [r for r in rows if r["action"] == "close"]
         if adopt:
