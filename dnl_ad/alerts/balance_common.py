@@ -99,7 +99,8 @@ class Complaints:
     """
 
     def __init__(self) -> None:
-        self._seen: set[tuple[str, str, int, str]] = set()
+        # (scope, kind, client) -> problems said: forgetting a client is one lookup
+        self._seen: dict[tuple[str, str, int], set[str]] = {}
         # (scope, kind) -> {client: digest of its `bad` row}: rows already reported, which
         # the sweep query then leaves out while they stay exactly the same
         self._bad: dict[tuple[str, str], dict[int, str]] = {}
@@ -116,24 +117,25 @@ class Complaints:
 
     def warn(self, scope: str, kind: str, client_id: int, problem: str, message: str,
              *args: Any) -> bool:
-        key = (scope, kind, client_id, problem)
         with self._lock:
-            if key in self._seen:
+            said = self._seen.setdefault((scope, kind, client_id), set())
+            if problem in said:
                 return False
-            self._seen.add(key)
+            said.add(problem)
         log.warning(message, *args)
         return True
 
     def forget_problem(self, scope: str, kind: str, client_id: int, problem: str) -> None:
         """Forget one problem of a client (it is served again): a later one is new."""
         with self._lock:
-            if (scope, kind, client_id, problem) in self._seen:
-                self._seen.discard((scope, kind, client_id, problem))
+            said = self._seen.get((scope, kind, client_id))
+            if said is not None and problem in said:
+                said.discard(problem)
                 log.info("%s: client %s: %s is resolved", kind, client_id, problem)
 
     def forget(self, scope: str, kind: str, client_id: int) -> None:
         with self._lock:
-            self._seen = {k for k in self._seen if k[:3] != (scope, kind, client_id)}
+            self._seen.pop((scope, kind, client_id), None)
             self._bad.get((scope, kind), {}).pop(client_id, None)
 
 
