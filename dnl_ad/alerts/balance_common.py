@@ -352,6 +352,7 @@ class BalanceSweep:
         self.scope = database.safe_name
         self.result = SweepResult(kind=rule.kind)
         self._new: dict[int, bool] = {}   # client -> newly queued (else a duplicate key)
+        self._keys: dict[int, str] = {}   # client -> dedupe key of its staged notice
 
     def run(self) -> SweepResult:
         reported = self.complaints.reported_bad(self.scope, self.rule.kind)
@@ -377,7 +378,9 @@ class BalanceSweep:
         if pipe is not None:  # an idle sweep costs the one query and nothing else
             served = [r for r in due if self._addressable(r)]
             done = self._in_batches(served, lambda cur, row: self._queue(cur, pipe, row),
-                                    "queue the notice")
+                                    "queue the notice", finish=pipe)
+            for client_id, key in self._keys.items():  # staged: inserted at the batch's end
+                self._new[client_id] = pipe.outcomes.get(key) in ("queued", "failed")
             for row in done:
                 _, _, invalid = self._recipients(row)
                 if not invalid:  # served cleanly: a later fault of this client is new
@@ -397,11 +400,12 @@ class BalanceSweep:
 
     def _in_batches(self, rows: list[Mapping[str, Any]],
                     work: Callable[[db.Cursor, Mapping[str, Any]], None],
-                    what: str) -> list[Mapping[str, Any]]:
+                    what: str, finish: batches.Finish | None = None
+                    ) -> list[Mapping[str, Any]]:
         kind = self.rule.kind
         outcome = batches.run(
             self.database, rows, work, dry_run=self.settings.dry_run,
-            size=self.settings.sweep_batch,
+            size=self.settings.sweep_batch, finish=finish,
             describe=lambda r: f"{kind}: client {r['client_id']} ({r['name']}): {what}",
             lock=lambda cur, chunk: _lockable(cur, chunk))
         for row in outcome.locked:
@@ -487,7 +491,10 @@ class BalanceSweep:
         started, n, days = claimed
         # provider writes first: queue() logs "queued", so it comes last
         self.rule.record(cur, row, self.now, n, days)
-        self._new[client_id] = pipe.queue(cur, self._notice(row, zone, started, n, valid))
+        notice = self._notice(row, zone, started, n, valid)
+        self._keys[client_id] = notice.dedupe_key
+        self._new.pop(client_id, None)
+        pipe.stage(cur, notice)  # inserted with the batch's others (pipeline.flush)
 
     def _notice(self, row: Mapping[str, Any], zone: dt.tzinfo, started: dt.datetime, n: int,
                 recipients: list[str]) -> Notice:

@@ -673,10 +673,10 @@ def queue_all(database: db.Database, pipeline: Pipeline, spec: DailySpec, due: S
         if n is None:
             record_quiet(cur, settings.own_schema, d.key, now)
             return
-        pipeline.queue(cur, n)
+        pipeline.stage(cur, n)  # inserted with the batch's others (pipeline.flush)
 
     outcome = batches.run(database, todo, work, dry_run=settings.dry_run,
-                          size=settings.sweep_batch,
+                          size=settings.sweep_batch, finish=pipeline,
                           describe=lambda d: f"{spec.kind}: client {d.client_id} report for "
                                              f"{d.report_day}")
     result.skipped += len(outcome.failed)
