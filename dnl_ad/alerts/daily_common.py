@@ -358,41 +358,58 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
             open_groups[group["grp"]] = memo
     if not open_groups:
         return []
-    cur.execute(_members_query(spec), {"groups": list(open_groups)})
-    candidates: list[Due] = []
-    stale: list[Due] = []
-    group_of: dict[int, str] = {}
-    for row in cur.fetchall():
-        cid = row["client_id"]
-        group_of[cid] = row["grp"]
-        when = _when(spec, row, mem, resolver, settle)
-        fresh, old = schedule_of(when)
-        sent_before = row.get(spec.taken_over) if spec.taken_over else None
-        for slot in fresh:
-            due = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
-            if sent_before is not None and sent_before >= due.due_at:
-                _settle_taken_over(spec, due, sent_before, mem)
-                continue
-            candidates.append(due)
-        if old is not None and not (sent_before is not None and sent_before >= old[3]):
-            stale.append(Due(cid, when.report_zone, *old, slot_key(spec.kind, cid, old, when)))
-    keys = [d.key for d in candidates if d.key not in mem.settled]
-    keys += [d.key for d in stale if d.key not in mem.logged]
-    queued = outbox.already_queued(cur, settings.own_schema, keys)
-    for key in quiet_keys(cur, settings.own_schema, keys):
-        mem.settled[key] = dt.date.max  # decided quiet by an earlier run: never lost
-        queued.add(key)
-    duplicates = [d for d in candidates if d.key in queued]
-    result.duplicates += len(duplicates)
-    _log_lost(spec, [d for d in stale if d.key not in queued and d.key not in mem.logged],
-              settings, mem)
-    due = [d for d in candidates if d.key not in queued and d.key not in mem.settled]
+    due: list[Due] = []
+    busy: set[str] = set()  # groups with a report still to send
+    per_group: dict[str, int] = dict.fromkeys(open_groups, 0)  # duplicates per group
+    lost: list[Due] = []
+    lost_count = 0
+    # Streamed from a server-side cursor, a chunk at a time, so that a first sweep over
+    # 100,000 clients never holds them all in memory at once.
+    with cur.connection.cursor(name=f"dnl_ad_plan_{spec.kind}") as members:
+        members.itersize = _CHUNK
+        members.execute(_members_query(spec), {"groups": list(open_groups)})
+        while chunk := members.fetchmany(_CHUNK):
+            candidates: list[Due] = []
+            stale: list[Due] = []
+            group_of: dict[int, str] = {}
+            for row in chunk:
+                cid = row["client_id"]
+                group_of[cid] = row["grp"]
+                when = _when(spec, row, mem, resolver, settle)
+                fresh, old = schedule_of(when)
+                sent_before = row.get(spec.taken_over) if spec.taken_over else None
+                for slot in fresh:
+                    d = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
+                    if sent_before is not None and sent_before >= d.due_at:
+                        _settle_taken_over(spec, d, sent_before, mem)
+                        continue
+                    candidates.append(d)
+                if old is not None and not (sent_before is not None
+                                            and sent_before >= old[3]):
+                    stale.append(Due(cid, when.report_zone, *old,
+                                     slot_key(spec.kind, cid, old, when)))
+            keys = [d.key for d in candidates if d.key not in mem.settled]
+            keys += [d.key for d in stale if d.key not in mem.logged]
+            queued = outbox.already_queued(cur, settings.own_schema, keys)
+            for key in quiet_keys(cur, settings.own_schema, keys):
+                mem.settled[key] = dt.date.max  # decided quiet by an earlier run: never lost
+                queued.add(key)
+            for d in candidates:
+                if d.key in queued:
+                    result.duplicates += 1
+                    per_group[group_of[d.client_id]] += 1
+                elif d.key not in mem.settled:
+                    due.append(d)
+                    busy.add(group_of[d.client_id])
+            for d in stale:
+                if d.key not in queued and d.key not in mem.logged:
+                    mem.logged[d.key] = d.report_day
+                    lost_count += 1
+                    if len(lost) < _LOST_SHOWN:
+                        lost.append(d)
+    _log_lost(spec, lost, lost_count, settings)
     # A group with nothing due is decided: every report of its slots is queued, settled
     # or logged; it is not read again while its members and slots stay the same.
-    busy = {group_of[d.client_id] for d in due}
-    per_group: dict[str, int] = dict.fromkeys(open_groups, 0)
-    for d in duplicates:
-        per_group[group_of[d.client_id]] += 1
     for grp, memo in open_groups.items():
         if grp not in busy:
             mem.groups[memo] = (per_group[grp], today)
@@ -480,18 +497,21 @@ def _period_schedule(now: dt.datetime, when: _When, window: dt.timedelta
         day += dt.timedelta(days=1)
 
 
-def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
-    """One line per sweep for reports a long outage made too old to send (each key once)."""
-    if not lost:
+_CHUNK = 5000      # client rows read and decided at a time
+_LOST_SHOWN = 10   # lost reports named in the log line (the rest are counted)
+
+
+def _log_lost(spec: DailySpec, shown_lost: list[Due], count: int, settings: Settings) -> None:
+    """One line per sweep for reports a long outage made too old to send (each key once:
+    the caller has recorded them in the memory); the first few named, the rest counted."""
+    if not count:
         return
-    for d in lost:
-        mem.logged[d.key] = d.report_day
     shown = ", ".join(f"client {d.client_id} day {d.report_day} (due {d.due_at:%Y-%m-%d %H:%M}"
-                      " UTC)" for d in lost[:10])
-    more = f" and {len(lost) - 10} more" if len(lost) > 10 else ""
+                      " UTC)" for d in shown_lost[:_LOST_SHOWN])
+    more = f" and {count - _LOST_SHOWN} more" if count > _LOST_SHOWN else ""
     log.warning("%s: %d report(s) not sent: due more than CATCHUP_HOURS=%s ago and never "
                 "queued (daemon down, or the report was newly enabled): %s%s", spec.kind,
-                len(lost), settings.catchup_hours, shown, more)
+                count, settings.catchup_hours, shown, more)
 
 
 def windows_params(due: Sequence[Due]) -> dict[str, Any]:
