@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import smtplib
 import subprocess
 import tempfile
 import time
@@ -109,3 +110,19 @@ def psql_seconds(dsn: str, queries: Sequence[str]) -> list[float]:
     if len(times) != len(queries):
         raise RuntimeError(f"psql printed {len(times)} timings for {len(queries)} queries")
     return times
+
+
+def outbox_messages(database: db.Database) -> list[tuple[str, list[str], bytes]]:
+    """Every message in the outbox as (from, to + cc, raw bytes), for a bare smtplib loop."""
+    with database.transaction() as cur:
+        cur.execute("SELECT from_addr, to_addrs, cc_addrs, message FROM dnl_ad.outbox "
+                    "ORDER BY id")
+        return [(r["from_addr"], list(r["to_addrs"]) + list(r["cc_addrs"] or []),
+                 bytes(r["message"])) for r in cur.fetchall()]
+
+
+def bare_send(host: str, port: int, messages: Sequence[tuple[str, list[str], bytes]]) -> None:
+    """The baseline: one smtplib connection, MAIL/RCPT/DATA per message, nothing else."""
+    with smtplib.SMTP(host, port, local_hostname="bench") as smtp:
+        for from_addr, to, raw in messages:
+            smtp.sendmail(from_addr, to, raw)

@@ -8,8 +8,12 @@ Run: .venv/bin/python bench/bench_idle.py [--clients 100000] [--seconds 60]
    daily reports of the day that just ended from being sent. The sweeps still run their
    queries over all N clients at the default cadences (60 s; delivery every 5 s).
 3. The real daemon (`python -m dnl_ad run`, its own process) starts; once it has logged
-   its start, its CPU time (utime + stime from /proc) is sampled, and again after the
-   window; peak RSS is VmHWM from /proc/<pid>/status.
+   its start, its CPU time (utime + stime from /proc) is sampled, after a first window
+   (start-up: every sweep's first run, which reads every client once) and after a second
+   one (steady: what a daemon sitting beside a switch costs, minute after minute); peak
+   RSS is VmHWM from /proc/<pid>/status.
+4. The baseline, measured in the same windows: a bare Python process with the daemon's
+   imports and one database connection, running `SELECT 1` every second.
 
 The database server's own CPU is not counted: this is the daemon's footprint.
 """
@@ -47,6 +51,19 @@ def status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
+
+
+BARE = """
+import sys, time
+import psycopg2
+import dnl_ad.daemon, dnl_ad.delivery, dnl_ad.scheduler, dnl_ad.pipeline  # noqa: F401
+conn = psycopg2.connect(sys.argv[1])
+conn.autocommit = True
+while True:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    time.sleep(1)
+"""
 
 
 def settle(cur: db.Cursor) -> None:
@@ -90,19 +107,31 @@ def main() -> int:
             while time.monotonic() < deadline and (
                     not log.exists() or "started: pid" not in log.read_text()):
                 time.sleep(0.1)
-            cpu0, t0 = cpu_seconds(proc.pid), time.monotonic()
+            bare = subprocess.Popen([sys.executable, "-c", BARE, dsn], cwd=REPO_ROOT, env=env)
+            procs = (proc, bare)
+            cpu0, t0 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
             time.sleep(args.seconds)
-            cpu1, t1 = cpu_seconds(proc.pid), time.monotonic()
-            peak_kb = status_kb(proc.pid, "VmHWM")
-            rss_kb = status_kb(proc.pid, "VmRSS")
+            cpu1, t1 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
+            time.sleep(args.seconds)
+            cpu2, t2 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
+            peak_kb = [status_kb(p.pid, "VmHWM") for p in procs]
+            rss_kb = [status_kb(p.pid, "VmRSS") for p in procs]
+            bare.kill()
+            bare.wait(timeout=30)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
             mails = len(sink.messages)
         text = log.read_text()
-    print(f"window: {t1 - t0:.1f} s idle with {args.clients} clients "
+    print(f"windows: 2 x {args.seconds:.0f} s idle with {args.clients} clients "
           f"(sweeps every 60 s, delivery every 5 s)")
-    print(f"daemon CPU: {cpu1 - cpu0:.2f} s ({100 * (cpu1 - cpu0) / (t1 - t0):.2f} % of one core)")
-    print(f"daemon peak RSS: {peak_kb / 1024:.1f} MiB (RSS at the end {rss_kb / 1024:.1f} MiB)")
+    for label, a, b, t in (("start-up window (first run of every sweep)", cpu0, cpu1,
+                            t1 - t0),
+                           ("steady window", cpu1, cpu2, t2 - t1)):
+        print(f"{label}:")
+        print(f"  daemon CPU: {b[0] - a[0]:.2f} s ({100 * (b[0] - a[0]) / t:.2f} % of one core)"
+              f"; bare baseline {b[1] - a[1]:.2f} s ({100 * (b[1] - a[1]) / t:.2f} %)")
+    print(f"daemon peak RSS: {peak_kb[0] / 1024:.1f} MiB (RSS at the end "
+          f"{rss_kb[0] / 1024:.1f} MiB); bare baseline peak {peak_kb[1] / 1024:.1f} MiB")
     print(f"mails sent during the run: {mails} (expected 0: nothing is due)")
     print(f"errors in the daemon log: {text.count(' ERROR ')}; exit status after SIGTERM: {code}")
     return 0

@@ -10,7 +10,9 @@ about 1,000,000 cdr_report_detail rows for 20,000 clients), spread over six zone
   enqueue), and the same sweep again when everything is queued (the steady state that
   runs every DAILY_CHECK_SECONDS);
 - delivery of all N summaries to the SMTP sink on loopback (dnl_ad.devtools.smtp_sink), as
-  summaries per second, and queue + deliver end to end.
+  summaries per second, and queue + deliver end to end;
+- the baseline: the same messages sent by a bare smtplib loop (one connection,
+  MAIL/RCPT/DATA only) to the same sink, and end to end as a fraction of it.
 
 Data is generated with set-based SQL on the server (INSERT ... SELECT generate_series).
 """
@@ -21,7 +23,17 @@ import datetime as dt
 import logging
 import sys
 
-from _support import bench_settings, drain, populate, provider_database, psql_seconds, show, timed
+from _support import (
+    bare_send,
+    bench_settings,
+    drain,
+    outbox_messages,
+    populate,
+    provider_database,
+    psql_seconds,
+    show,
+    timed,
+)
 
 from dnl_ad import db
 from dnl_ad.alerts import SweepResult, daily_common, usage_summary
@@ -35,16 +47,17 @@ OFFSET_MINUTES = [480, -300, 345, 0, 180, 0]
 
 def generate(cur: db.Cursor, n: int) -> int:
     """N clients with two trunks each, and their local day's hourly traffic."""
-    cur.execute("INSERT INTO system_parameter (sys_timezone, fromemail, finance_email) "
-                "VALUES (%s, %s, %s)", ("+00:00", "billing@carrier.example",
-                                         "finance@carrier.example"))
+    cur.execute("INSERT INTO system_parameter (sys_id, sys_timezone, fromemail, finance_email) "
+                "VALUES (%s, %s, %s, %s)", (1, "+00:00", "billing@carrier.example",
+                                            "finance@carrier.example"))
+    cur.execute("INSERT INTO currency (currency_id, code) VALUES (%s, %s)", (1, "USD"))
     cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
     cur.execute(
         "INSERT INTO client (client_id, name, company, status, is_auto_summary, "
-        "auto_summary_hour, auto_send_zone, billing_email, allowed_credit) "
+        "auto_summary_hour, auto_send_zone, billing_email, allowed_credit, currency_id) "
         "SELECT i, 'client' || i, 'Company ' || i, true, true, 0, "
         "(%(zones)s::varchar[])[1 + i %% 6], 'billing' || i || '@client' || i || '.example', "
-        "-100 * (i %% 5) FROM generate_series(1, %(n)s) AS i", {"zones": ZONES, "n": n})
+        "-100 * (i %% 5), 1 FROM generate_series(1, %(n)s) AS i", {"zones": ZONES, "n": n})
     cur.execute("INSERT INTO c4_client_balance (client_id, balance) "
                 "SELECT i::text, 1000 - i %% 1500 + 0.25 FROM generate_series(1, %s) AS i", (n,))
     cur.execute("INSERT INTO resource (resource_id, client_id, alias, active, ingress, egress) "
@@ -120,6 +133,14 @@ def main() -> None:
             print(f"  sent {sent:,} ({sent / t_deliver:,.0f} summaries/s delivery; "
                   f"{sent / (t_queue + t_deliver):,.0f} summaries/s queue + deliver); "
                   f"sink received {len(sink.messages):,}")
+            # The baseline: the same messages through a bare smtplib loop, same sink.
+            messages = outbox_messages(database)
+            sink.reset()
+            _, t_bare = timed("bare smtplib loop, same messages, same sink",
+                              lambda: bare_send(sink.host, sink.port, messages))
+            print(f"  {len(messages) / t_bare:,.0f} messages/s; end to end (queue + deliver) "
+                  f"is {t_bare / (t_queue + t_deliver):.2f}x the bare loop "
+                  f"(delivery alone {t_bare / t_deliver:.2f}x)")
             database.close()
     print(f"clients {n:,}")
 

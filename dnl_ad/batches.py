@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from . import db
 
@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_SIZE = 200
+
+
+class Finish(Protocol):
+    """What a batch's items staged, written before it commits (dnl_ad.pipeline.Pipeline)."""
+
+    def flush(self, cur: db.Cursor) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 @dataclass
@@ -50,11 +58,14 @@ def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 
 def run(database: db.Database, items: Sequence[T], work: Callable[[db.Cursor, T], None], *,
         dry_run: bool, describe: Callable[[T], str], size: int = DEFAULT_SIZE,
-        lock: Callable[[db.Cursor, Sequence[T]], Sequence[T]] | None = None) -> Outcome[T]:
+        lock: Callable[[db.Cursor, Sequence[T]], Sequence[T]] | None = None,
+        finish: Finish | None = None) -> Outcome[T]:
     """Do `work(cur, item)` for every item, in batches (see the module docstring).
 
     `lock(cur, batch)` returns the items whose rows it could lock; the rest are reported
-    in `Outcome.locked`. `describe(item)` names an item in a log line.
+    in `Outcome.locked`. `describe(item)` names an item in a log line. `finish` writes
+    what the batch's items staged (Pipeline.flush) before the batch commits; its
+    `discard` drops them when the batch is rolled back.
     """
     outcome: Outcome[T] = Outcome()
     for batch in chunks(items, size):
@@ -63,14 +74,20 @@ def run(database: db.Database, items: Sequence[T], work: Callable[[db.Cursor, T]
                 served = list(lock(cur, batch)) if lock else list(batch)
                 for item in served:
                     work(cur, item)
+                if finish is not None:
+                    finish.flush(cur)
         except db.CONNECTION_ERRORS:
+            if finish is not None:
+                finish.discard()
             raise
         except Exception:
+            if finish is not None:
+                finish.discard()
             log.debug("a batch of %d failed; redone one item per transaction", len(batch))
-            _one_by_one(database, batch, work, dry_run, describe, lock, outcome)
+            _one_by_one(database, batch, work, dry_run, describe, lock, outcome, finish)
             continue
-        held = [item for item in batch if item not in served]
-        outcome.locked.extend(held)
+        taken = {id(item) for item in served}
+        outcome.locked.extend(item for item in batch if id(item) not in taken)
         outcome.done.extend(served)
     return outcome
 
@@ -79,7 +96,7 @@ def _one_by_one(database: db.Database, batch: Sequence[T],
                 work: Callable[[db.Cursor, T], None], dry_run: bool,
                 describe: Callable[[T], str],
                 lock: Callable[[db.Cursor, Sequence[T]], Sequence[T]] | None,
-                outcome: Outcome[T]) -> None:
+                outcome: Outcome[T], finish: Finish | None) -> None:
     for item in batch:
         try:
             with db.unit_of_work(database, dry_run=dry_run) as cur:
@@ -87,9 +104,15 @@ def _one_by_one(database: db.Database, batch: Sequence[T],
                     outcome.locked.append(item)
                     continue
                 work(cur, item)
+                if finish is not None:
+                    finish.flush(cur)
         except db.CONNECTION_ERRORS:
+            if finish is not None:
+                finish.discard()
             raise
         except Exception as exc:
+            if finish is not None:
+                finish.discard()
             log.exception("%s: failed and rolled back; the others go on, it is retried next "
                           "sweep", describe(item))
             outcome.failed.append(item)

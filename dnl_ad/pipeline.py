@@ -3,7 +3,8 @@
 A Pipeline is opened once per sweep, inside the sweep's transaction: it reads the
 provider's mail settings (mail_tmplate, mail_sender, system_parameter) once, then
 `queue()` renders each notice exactly once and enqueues it under its dedupe key in the
-same transaction as the alert's provider state writes. In dry run it writes an .eml
+same transaction as the alert's provider state writes (or `stage()` each notice of a
+batch and `flush()` them in one statement before the batch commits). In dry run it writes an .eml
 file instead and the caller's unit of work rolls back (db.unit_of_work).
 """
 
@@ -36,6 +37,7 @@ class Pipeline:
         # mail: keyed, so a batch redone after a rollback (dnl_ad.batches) counts once
         self._outcomes: dict[str, str] = {}
         self._mails: dict[str, mail_message.Mail] = {}
+        self._staged: list[tuple[Notice, mail_message.Mail]] = []
         self._first_said: set[str] = set()
 
     def worth_saying(self, dedupe_key: str) -> bool:
@@ -89,15 +91,26 @@ class Pipeline:
         }
         return dataclasses.replace(notice, context={**common, **notice.context})
 
-    def queue(self, cur: Cursor, notice: Notice) -> bool:
-        """Render and enqueue one notice. True when newly queued (or dry-run written);
-        False when its dedupe key was already in the outbox.
+    def stage(self, cur: Cursor, notice: Notice) -> None:
+        """Render and build `notice` now, insert it at `flush` with the others of the
+        batch (one round trip per batch). In dry run it is written at once, as `queue`."""
+        if self.settings.dry_run:
+            self.queue(cur, notice)
+            return
+        self._staged.append(self._prepare(notice))
 
-        A notice without a valid recipient (or sender) is still recorded, as failed with
-        its email_log row, so the operator sees it; it counts in `failed`. So is a notice
-        whose data holds a bad amount (NaN, infinite, >= 1e15): never sent, one log line
-        naming the client and the tag, once (its dedupe key is then taken).
-        """
+    def flush(self, cur: Cursor) -> None:
+        """Insert every staged notice in one statement, in the caller's transaction."""
+        staged, self._staged = self._staged, []
+        new = outbox.enqueue_many(cur, self.settings.own_schema, staged)
+        for notice, mail in staged:
+            self._record(notice, mail, notice.dedupe_key in new)
+
+    def discard(self) -> None:
+        """Forget the staged notices (their transaction was rolled back)."""
+        self._staged = []
+
+    def _prepare(self, notice: Notice) -> tuple[Notice, mail_message.Mail]:
         notice = self.with_common_tags(notice)
         try:
             rendered = mail_render.render_notice(notice, self.mail_config)
@@ -108,6 +121,32 @@ class Pipeline:
         mail = mail_message.build(notice, rendered, self.mail_config)
         if bad_data:
             mail = dataclasses.replace(mail, error=bad_data)
+        return notice, mail
+
+    def _record(self, notice: Notice, mail: mail_message.Mail, new: bool) -> None:
+        who = ", ".join(mail.recipients) or "(nobody)"
+        if not new:
+            self._outcomes[notice.dedupe_key] = "duplicate"
+            log.debug("already queued: %s", notice.dedupe_key)
+        elif mail.error:
+            self._outcomes[notice.dedupe_key] = "failed"
+            log.error("%s client %s not sendable, recorded as failed: %s (key %s)",
+                      notice.kind, notice.client_id, mail.error, notice.dedupe_key)
+        else:
+            self._outcomes[notice.dedupe_key] = "queued"
+            log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
+                     notice.client_id, who, mail.subject, notice.dedupe_key)
+
+    def queue(self, cur: Cursor, notice: Notice) -> bool:
+        """Render and enqueue one notice. True when newly queued (or dry-run written);
+        False when its dedupe key was already in the outbox.
+
+        A notice without a valid recipient (or sender) is still recorded, as failed with
+        its email_log row, so the operator sees it; it counts in `failed`. So is a notice
+        whose data holds a bad amount (NaN, infinite, >= 1e15): never sent, one log line
+        naming the client and the tag, once (its dedupe key is then taken).
+        """
+        notice, mail = self._prepare(notice)
         who = ", ".join(mail.recipients) or "(nobody)"
         if self.settings.dry_run:
             path = mail_message.write_eml(mail, Path(self.settings.dry_run_dir))
@@ -130,15 +169,5 @@ class Pipeline:
             self._mails[notice.dedupe_key] = mail
             return True
         new = outbox.enqueue(cur, self.settings.own_schema, notice, mail)
-        if not new:
-            self._outcomes[notice.dedupe_key] = "duplicate"
-            log.debug("already queued: %s", notice.dedupe_key)
-        elif mail.error:
-            self._outcomes[notice.dedupe_key] = "failed"
-            log.error("%s client %s not sendable, recorded as failed: %s (key %s)",
-                      notice.kind, notice.client_id, mail.error, notice.dedupe_key)
-        else:
-            self._outcomes[notice.dedupe_key] = "queued"
-            log.info("queued %s for client %s to %s subject %r (key %s)", notice.kind,
-                     notice.client_id, who, mail.subject, notice.dedupe_key)
+        self._record(notice, mail, new)
         return new

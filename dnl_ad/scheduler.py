@@ -1,9 +1,10 @@
 """The loop: a `schedule` registry of the alert sweeps and the delivery step.
 
 One thread runs everything, so jobs never overlap: a long job delays the others and
-never runs twice at once. Every second the loop runs the jobs that are due, each with
+never runs twice at once. At each tick the loop runs the jobs that are due, each with
 `now` read from the clock when that job starts (the only clock read in the daemon;
-tests inject their own). A job that raises is logged with its traceback and backs off
+tests inject their own); between ticks it sleeps until the next job is due (between one
+and IDLE_WAIT_SECONDS). A job that raises is logged with its traceback and backs off
 (period x 2^failures, capped); the loop and the other jobs go on. All jobs share one
 db.Database, so an outage is logged once when it starts and once when it ends
 (Database keeps that bookkeeping); a job that fails only because the database is away
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
-TICK_SECONDS = 1.0
+TICK_SECONDS = 1.0                   # the shortest sleep between two ticks
+IDLE_WAIT_SECONDS = 5.0              # the longest: the loop sleeps until the next job is due
 BACKOFF_CAP_SECONDS = 300.0          # a failing job is retried at least this often
 OUTAGE_BACKOFF_CAP_SECONDS = 30.0    # ...and sooner when only the database was away
 OUTBOX_METRICS_SECONDS = 15          # outbox depth for /metrics (when METRICS_PORT is set)
@@ -267,7 +269,7 @@ class Loop:
         return current is not None and not current()
 
     def tick(self) -> list[str]:
-        """Run what is due now; the loop calls this every second, tests call it directly."""
+        """Run what is due now; the loop calls this when a job is due, tests call it directly."""
         may_run = self.guard is None or self.guard()
         ran = self.registry.run_pending(self.should_stop) if may_run else []
         if self.metrics is not None:
@@ -313,13 +315,30 @@ class Loop:
                  new.config_path or "defaults and DNL_AD_* environment")
         return True
 
+    def wait_seconds(self) -> float:
+        """How long to sleep after a tick: until the next job is due, at least a second
+        (a due job the guard holds back does not spin the loop), at most
+        IDLE_WAIT_SECONDS, nor longer than a standby's lock poll (stop and reload
+        requests wake the loop at once anyway). An idle daemon wakes a dozen times a
+        minute instead of sixty."""
+        cap = IDLE_WAIT_SECONDS
+        timing = getattr(getattr(self.guard, "lock", None), "timing", None)
+        if timing is not None:
+            cap = min(cap, timing.poll)
+        runs = [job.next_run for job in self.registry.jobs if job.next_run is not None]
+        if not runs:
+            return cap
+        due_in = (min(runs) - self.registry.clock()).total_seconds() + 0.01
+        return max(TICK_SECONDS, min(cap, due_in))
+
     def run_forever(self) -> None:
-        """Tick every second until a stop request; reload between ticks on request."""
+        """Tick whenever a job is due until a stop request; reload between ticks on
+        request."""
         while not self.wakeup.stop_requested:
             if self.wakeup.reload_requested:
                 self.reload()
             self.tick()
-            self.wakeup.wait(TICK_SECONDS)
+            self.wakeup.wait(self.wait_seconds())
         log.info("%s: finishing: the work in hand is done, leaving the loop",
                  self.wakeup.reason or "stop requested")
 

@@ -178,8 +178,8 @@ def test_a_killed_or_stopped_active_daemon_mid_burst_loses_nothing(pair, dsn, co
     """Issue 14: 2,000 notices due; the active daemon is killed (or stopped, then resumed
     like a frozen VM) in the middle of the burst: the standby takes over within
     HA_TAKEOVER_SECONDS and every notice is delivered. Killed: its session is gone, so the
-    new active one frees its claims at once; the one message in hand at the kill may go a
-    second time (at-least-once). Stopped: its session lives, its claims stay; resumed, it
+    new active one frees its claims at once; the message each SMTP session had in hand at
+    the kill may go a second time (at-least-once). Stopped: its session lives, its claims stay; resumed, it
     finishes the messages in hand, finds the lock gone and hands the rest back: none twice.
     """
     n = 2000
@@ -209,4 +209,6 @@ def test_a_killed_or_stopped_active_daemon_mid_burst_loses_nothing(pair, dsn, co
     assert at_takeover < n
     assert set(ids) == {r["message_id"] for r in f.rows(
         conn, "SELECT message_id FROM dnl_ad.outbox")}  # every notice delivered
-    assert len(ids) - len(set(ids)) <= (1 if how == "kill -9" else 0)
+    # killed: at most the message each SMTP session had in hand (the server's 250 came,
+    # its record did not); paused: none
+    assert len(ids) - len(set(ids)) <= (settings.smtp_sessions if how == "kill -9" else 0)

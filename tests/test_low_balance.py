@@ -326,6 +326,36 @@ def test_malformed_rows_are_logged_and_skipped_others_served(conn, database, set
     assert warnings == []
 
 
+def test_reported_bad_rows_stay_in_the_database_until_their_problem_changes(
+        conn, database, settings, caplog) -> None:
+    """A misconfigured client is shipped to Python once: later sweeps only count it
+    (still skipped), until its row changes and the new problem is said."""
+    f.system(conn)
+    bad = f.client(conn, balance=None, low_config=AMOUNT_50, **PREPAY)
+    caplog.set_level(logging.INFO)
+    kw = {"resolver": clock.ZoneResolver(), "complaints": balance_common.Complaints()}
+    assert low_balance.sweep(database, NOW, settings, **kw).skipped == 1
+    reported = kw["complaints"].reported_bad(database.safe_name, "low_balance")
+    assert list(reported) == [bad["client_id"]]
+    with database.transaction() as cur:
+        cur.execute(balance_common.new_problems_query(low_balance.RULE, "dnl_ad"),
+                    balance_common.new_problems_params(low_balance.RULE, NOW, reported))
+        rows = cur.fetchall()
+    assert [(r["action"], r["known_bad"]) for r in rows] == [(None, 1)]
+    assert low_balance.sweep(database, NOW, settings, **kw).skipped == 1
+    # the threshold goes too: the row differs, so the new problem is reported
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO c4_client_balance (client_id, balance) VALUES (%s, 10)",
+                    (str(bad["client_id"]),))
+        cur.execute("UPDATE client_low_balance_config SET value_type = 0, "
+                    "actual_notify_balance = NULL WHERE client_id = %s", (bad["client_id"],))
+    conn.commit()
+    caplog.clear()
+    assert low_balance.sweep(database, NOW, settings, **kw).skipped == 1
+    text = "\n".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"client {bad['client_id']}" in text and "actual_notify_balance" in text
+
+
 def test_dry_run_writes_nothing(conn, database, settings, tmp_path) -> None:
     f.system(conn)
     c = f.client(conn, balance=10.0, low_config=AMOUNT_50, **PREPAY)

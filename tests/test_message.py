@@ -7,6 +7,8 @@ import email.policy
 import logging
 from pathlib import Path
 
+import pytest
+
 from dnl_ad import delivery
 from dnl_ad.mail import message as mail_message
 from dnl_ad.mail.render import MailConfig, render_notice
@@ -143,3 +145,29 @@ def test_write_eml(tmp_path) -> None:
     mail = build(notice())
     path = mail_message.write_eml(mail, tmp_path / "out")
     assert path.read_bytes() == mail.raw and path.suffix == ".eml"
+
+
+@pytest.mark.parametrize("subject, text, html", [
+    ("Low balance: acme", "Balance 12.50 USD\n", "<p>Balance 12.50&nbsp;USD</p>\n"),
+    ("Ünïcode and a long subject " * 6, "", "<p>" + "x" * 500 + "</p>"),
+    ("=?utf-8?b?bG9vaw==?= alike", "名前 " * 200, "<b>é</b>\r\n" * 40),
+])
+def test_mime_body_is_what_the_compat32_classes_write(subject, text, html) -> None:
+    """The hand-assembled body is byte for byte the email package's own."""
+    from email.header import Header
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.text import MIMEText
+    from email.policy import compat32
+
+    from dnl_ad.mail.message import _needs_encoding, mime_body
+
+    value = Header(subject, "utf-8") if _needs_encoding(subject) else subject
+    headers = [("Subject", value), ("Date", "Sat, 21 Nov 2026 10:00:00 +0000"),
+               ("Message-ID", "<k.1@carrier.example>"), ("Auto-Submitted", "auto-generated")]
+    msg = MIMEMultipart("alternative", boundary="===============0123456789==")
+    for name, v in headers:
+        msg[name] = v
+    msg.attach(MIMEText(text, "plain", "utf-8"))
+    msg.attach(MIMEText(html, "html", "utf-8"))
+    expected = msg.as_bytes(policy=compat32.clone(linesep="\r\n"))
+    assert mime_body(headers, text, html, boundary="===============0123456789==") == expected

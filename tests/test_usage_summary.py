@@ -304,3 +304,30 @@ def test_a_quiet_day_is_recorded_not_later_logged_as_lost(conn, dsn, settings,
         restarted.close()
     assert not [r for r in caplog.records if f"client {c['client_id']} day {DAY}"
                 in r.getMessage()]
+
+
+def test_a_decided_group_is_not_read_again_until_a_member_changes(conn, database, settings,
+                                                                  caplog) -> None:
+    """Clients sharing their send settings are one group: once all its reports are
+    decided, later sweeps only read the group; a client joining it is served at once."""
+    from dnl_ad.alerts import daily_common
+
+    _setup(conn)
+    caplog.set_level(logging.WARNING, logger="dnl_ad.alerts.daily_common")
+    settings = settings.replace(catchup_hours=1)
+    first = _summary_client(conn, "first", "+08:00", 0)
+    at = utc(2026, 11, 20, 18)  # 02:00 local: the 20th's report is 2 h old, beyond 1 h
+    usage_summary.sweep(database, at, settings)
+    groups = dict(daily_common.memory_for(database).groups)
+    assert len(groups) == 1  # decided: the lost report was logged
+    caplog.clear()
+    usage_summary.sweep(database, at + dt.timedelta(minutes=1), settings)
+    assert daily_common.memory_for(database).groups == groups and caplog.records == []
+    # a second client with the same settings joins: the group is read again, and only
+    # the newcomer's lost report is said (the first one's was said already)
+    second = _summary_client(conn, "second", "+08:00", 0)
+    usage_summary.sweep(database, at + dt.timedelta(minutes=2), settings)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"client {second['client_id']} day {DAY}" in text
+    assert f"client {first['client_id']} day" not in text
+    assert len(daily_common.memory_for(database).groups) == 2

@@ -99,29 +99,44 @@ class Complaints:
     """
 
     def __init__(self) -> None:
-        self._seen: set[tuple[str, str, int, str]] = set()
+        # (scope, kind, client) -> problems said: forgetting a client is one lookup
+        self._seen: dict[tuple[str, str, int], set[str]] = {}
+        # (scope, kind) -> {client: digest of its `bad` row}: rows already reported, which
+        # the sweep query then leaves out while they stay exactly the same
+        self._bad: dict[tuple[str, str], dict[int, str]] = {}
         self._lock = threading.Lock()
+
+    def reported_bad(self, scope: str, kind: str) -> dict[int, str]:
+        """client -> digest of the `bad` rows reported (a copy, for the sweep query)."""
+        with self._lock:
+            return dict(self._bad.get((scope, kind), {}))
+
+    def remember_bad(self, scope: str, kind: str, digests: Mapping[int, str]) -> None:
+        with self._lock:
+            self._bad.setdefault((scope, kind), {}).update(digests)
 
     def warn(self, scope: str, kind: str, client_id: int, problem: str, message: str,
              *args: Any) -> bool:
-        key = (scope, kind, client_id, problem)
         with self._lock:
-            if key in self._seen:
+            said = self._seen.setdefault((scope, kind, client_id), set())
+            if problem in said:
                 return False
-            self._seen.add(key)
+            said.add(problem)
         log.warning(message, *args)
         return True
 
     def forget_problem(self, scope: str, kind: str, client_id: int, problem: str) -> None:
         """Forget one problem of a client (it is served again): a later one is new."""
         with self._lock:
-            if (scope, kind, client_id, problem) in self._seen:
-                self._seen.discard((scope, kind, client_id, problem))
+            said = self._seen.get((scope, kind, client_id))
+            if said is not None and problem in said:
+                said.discard(problem)
                 log.info("%s: client %s: %s is resolved", kind, client_id, problem)
 
     def forget(self, scope: str, kind: str, client_id: int) -> None:
         with self._lock:
-            self._seen = {k for k in self._seen if k[:3] != (scope, kind, client_id)}
+            self._seen.pop((scope, kind, client_id), None)
+            self._bad.get((scope, kind), {}).pop(client_id, None)
 
 
 COMPLAINTS = Complaints()
@@ -216,6 +231,32 @@ WHERE d.action IS NOT NULL ORDER BY d.client_id
             superseded=rule.superseded_by,
             payment_types=sql.SQL(", ").join(map(sql.Literal, balance_restored.PAYMENT_TYPES)),
             episode=migrations.own(schema, EPISODE_TABLE))
+
+
+def new_problems_query(rule: BalanceRule, schema: str) -> sql.Composed:
+    """`sweep_query`, but a `bad` row already reported and unchanged since (its digest,
+    md5 of the whole row, among `%(bad_ids)s`/`%(bad_digests)s`) is only counted: a
+    switch with 2,000 misconfigured clients does not ship 2,000 rows to Python every
+    sweep to say nothing new. Each row carries its `digest` and `known_bad`, the number
+    of rows left out; when every row is left out, one row of NULLs carries the count.
+    """
+    return sql.SQL("""
+WITH s AS ({query}),
+m AS (SELECT s.*, md5(s::text) AS digest FROM s),
+k AS (SELECT * FROM unnest(%(bad_ids)s::int[], %(bad_digests)s::text[]) AS k(id, digest)),
+r AS (SELECT m.* FROM m LEFT JOIN k ON m.action = 'bad' AND k.id = m.client_id
+                                     AND k.digest = m.digest
+      WHERE k.id IS NULL),
+n AS (SELECT (SELECT count(*) FROM m) - (SELECT count(*) FROM r) AS known_bad)
+SELECT r.*, n.known_bad FROM n LEFT JOIN r ON true ORDER BY r.client_id
+""").format(query=sweep_query(rule, schema))
+
+
+def new_problems_params(rule: BalanceRule, now: dt.datetime, reported: Mapping[int, str]
+                        ) -> dict[str, Any]:
+    """The bound parameters of `new_problems_query` at `now`."""
+    return {"kind": rule.kind, "now": now, "today": now.astimezone(dt.UTC).date(),
+            "bad_ids": list(reported), "bad_digests": list(reported.values())}
 
 
 def episode_key(kind: str, client_id: int, started_at: dt.datetime, n: int) -> str:
@@ -326,21 +367,29 @@ class BalanceSweep:
         self._new: dict[int, bool] = {}   # client -> newly queued (else a duplicate key)
         self._restored: dict[int, bool] = {}  # client -> "balance restored" newly queued
         self._pipe: pipeline.Pipeline | None = None
+        self._keys: dict[int, str] = {}   # client -> dedupe key of its staged notice
+        self._deferred = _Deferred()       # the batch's provider writes
 
     def run(self) -> SweepResult:
-        today = self.now.astimezone(dt.UTC).date()
+        reported = self.complaints.reported_bad(self.scope, self.rule.kind)
         with self.database.transaction() as cur:
-            cur.execute(sweep_query(self.rule, self.settings.own_schema),
-                        {"kind": self.rule.kind, "now": self.now, "today": today})
-            rows = cur.fetchall()
+            cur.execute(new_problems_query(self.rule, self.settings.own_schema),
+                        new_problems_params(self.rule, self.now, reported))
+            got = cur.fetchall()
+            rows = [r for r in got if r["action"] is not None]
             due = [r for r in rows if r["action"] in ("open", "repeat")]
             restorable = any(r["action"] == "close" and self._restorable(r) for r in rows)
             pipe = (pipeline.Pipeline.open(cur, self.settings) if due or restorable
                     else None)
         self._pipe = pipe
+        # bad rows reported at an earlier sweep and unchanged: still skipped, said once
+        self.result.skipped += got[0]["known_bad"] if got else 0
         for row in rows:
             if row["action"] == "bad":
                 self._report_bad(row)
+        self.complaints.remember_bad(self.scope, self.rule.kind,
+                                     {r["client_id"]: r["digest"] for r in rows
+                                      if r["action"] == "bad"})
         adopt = [r for r in rows if r["action"] == "adopt"]
         close = [r for r in rows if r["action"] == "close"]
         if adopt:
@@ -348,7 +397,10 @@ class BalanceSweep:
         if due and pipe is not None:  # an idle sweep costs the one query and nothing else
             served = [r for r in due if self._addressable(r)]
             done = self._in_batches(served, lambda cur, row: self._queue(cur, pipe, row),
-                                    "queue the notice")
+                                    "queue the notice",
+                                    finish=_Finish(self._deferred, pipe))
+            for client_id, key in self._keys.items():  # staged: inserted at the batch's end
+                self._new[client_id] = pipe.outcomes.get(key) in ("queued", "failed")
             for row in done:
                 _, _, invalid = self._recipients(row)
                 if not invalid:  # served cleanly: a later fault of this client is new
@@ -377,11 +429,12 @@ class BalanceSweep:
 
     def _in_batches(self, rows: list[Mapping[str, Any]],
                     work: Callable[[db.Cursor, Mapping[str, Any]], None],
-                    what: str) -> list[Mapping[str, Any]]:
+                    what: str, finish: batches.Finish | None = None
+                    ) -> list[Mapping[str, Any]]:
         kind = self.rule.kind
         outcome = batches.run(
             self.database, rows, work, dry_run=self.settings.dry_run,
-            size=self.settings.sweep_batch,
+            size=self.settings.sweep_batch, finish=finish,
             describe=lambda r: f"{kind}: client {r['client_id']} ({r['name']}): {what}",
             lock=lambda cur, chunk: _lockable(cur, chunk))
         for row in outcome.locked:
@@ -465,9 +518,13 @@ class BalanceSweep:
             self._new[client_id] = False
             return
         started, n, days = claimed
-        # provider writes first: queue() logs "queued", so it comes last
-        self.rule.record(cur, row, self.now, n, days)
-        self._new[client_id] = pipe.queue(cur, self._notice(row, zone, started, n, valid))
+        # provider writes first (sent with the batch's others before its notices are
+        # inserted): the "queued" line comes last
+        self.rule.record(self._deferred.bind(cur), row, self.now, n, days)  # type: ignore[arg-type]
+        notice = self._notice(row, zone, started, n, valid)
+        self._keys[client_id] = notice.dedupe_key
+        self._new.pop(client_id, None)
+        pipe.stage(cur, notice)  # inserted with the batch's others (pipeline.flush)
 
     def _notice(self, row: Mapping[str, Any], zone: dt.tzinfo, started: dt.datetime, n: int,
                 recipients: list[str]) -> Notice:
@@ -504,6 +561,48 @@ class BalanceSweep:
         self._restored[row["client_id"]] = balance_restored.decide(
             cur, self._pipe, self.settings, self.rule, row, closed, self.now,
             self._zone(row), valid)
+
+
+class _Deferred:
+    """The provider writes of a batch (BalanceRule.record), sent together before the batch
+    commits: one round trip for the batch instead of one per client. Stands in for the
+    cursor `record` writes through (it only executes statements that return nothing);
+    each statement is bound by the real cursor (mogrify), never formatted by hand."""
+
+    def __init__(self) -> None:
+        self._statements: list[bytes] = []
+        self._cur: db.Cursor | None = None
+
+    def bind(self, cur: db.Cursor) -> _Deferred:
+        self._cur = cur
+        return self
+
+    def execute(self, query: Any, params: Any = None) -> None:
+        assert self._cur is not None
+        self._statements.append(self._cur.mogrify(query, params))
+
+    def flush(self, cur: db.Cursor) -> None:
+        statements, self._statements = self._statements, []
+        if statements:
+            cur.execute(b";\n".join(statements))
+
+    def discard(self) -> None:
+        self._statements = []
+
+
+class _Finish:
+    """A queue batch's end: the deferred provider writes, then the staged notices."""
+
+    def __init__(self, deferred: _Deferred, pipe: pipeline.Pipeline) -> None:
+        self.deferred, self.pipe = deferred, pipe
+
+    def flush(self, cur: db.Cursor) -> None:
+        self.deferred.flush(cur)
+        self.pipe.flush(cur)
+
+    def discard(self) -> None:
+        self.deferred.discard()
+        self.pipe.discard()
 
 
 def _lockable(cur: db.Cursor, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -1,10 +1,15 @@
 """What the three daily reports (usage summary, balance summary, CDR delivery) share.
 
 Who is due, and for which local day, is worked out in Python because every client has
-its own zone text: one cheap query lists the enabled clients, each client's send instants
-and previous-day windows are computed here, the dedupe keys of the whole sweep are checked
-against the outbox in one query, and only the windows still to send go to the alert's
-single aggregation query (all windows at once, passed as arrays through `unnest`).
+its own zone text. Clients sharing their send settings share their schedule, so one query
+groups the enabled clients by those settings (a few hundred groups for 100,000 clients),
+each group's send instants and previous-day windows are computed here once, and only the
+clients of a group that may have something to do are read one by one: a group whose
+reports were all decided (queued, settled or logged) at an earlier sweep, with the same
+members and the same slots, is not read again (an idle sweep reads no client row). The
+dedupe keys of the clients read are checked against the outbox in one query, and only the
+windows still to send go to the alert's single aggregation query (all windows at once,
+passed as arrays through `unnest`).
 
 Due rule. A report for local day D is due at local D+1 at the client's send hour
 (auto_summary_hour, NULL = 0). A sweep at `now` considers every due instant in
@@ -110,11 +115,16 @@ class _Memory:
 
     settled: dict[str, dt.date] = field(default_factory=dict)
     logged: dict[str, dt.date] = field(default_factory=dict)
+    # groups: (settings group, members, slots) -> (duplicates, day) of a group of clients
+    # with nothing left to do for those slots: not read again until one of them changes
+    groups: dict[tuple[Any, ...], tuple[int, dt.date]] = field(default_factory=dict)
 
     def prune(self, before: dt.date) -> None:
         for book in (self.settled, self.logged):
             for key in [k for k, day in book.items() if day < before]:
                 del book[key]
+        for group in [k for k, (_, day) in self.groups.items() if day < before]:
+            del self.groups[group]
 
 
 _MEMORY: weakref.WeakKeyDictionary[Any, _Memory] = weakref.WeakKeyDictionary()
@@ -138,8 +148,10 @@ def grace(settings: Settings) -> dt.timedelta:
                dt.timedelta(seconds=2 * settings.daily_check_seconds))
 
 
-def send_hour(client_id: int, value: Any, mem: _Memory, kind: str) -> int:
-    """auto_summary_hour as 0-23; NULL = 0; a value out of range is logged and 0 is used."""
+def send_hour(client_id: int, value: Any, mem: _Memory, kind: str, *,
+              quiet: bool = False) -> int:
+    """auto_summary_hour as 0-23; NULL = 0; a value out of range is logged (unless
+    `quiet`: a group's schedule, logged per client when its clients are read) and 0 is used."""
     if value is None:
         return 0
     try:
@@ -149,7 +161,7 @@ def send_hour(client_id: int, value: Any, mem: _Memory, kind: str) -> int:
     if 0 <= hour <= 23:
         return hour
     note = f"hour:{kind}:{client_id}:{value}"
-    if note not in mem.logged:
+    if not quiet and note not in mem.logged:
         mem.logged[note] = dt.date.max
         log.warning("%s: client %s: auto_summary_hour %r is not an hour 0-23; using 0",
                     kind, client_id, value)
@@ -205,7 +217,8 @@ class _When:
 _PERIODS = {24, 12, 8, 6, 4, 2, 1, -15, -30}
 
 
-def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory) -> int:
+def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory, *,
+                 quiet: bool = False) -> int:
     """auto_summary_period as whole hours. cdr_report_detail holds one row per hour, so a
     15- or 30-minute period cannot be computed: it is served hourly (logged once)."""
     if value is None:
@@ -221,7 +234,7 @@ def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory) -> i
         note = f"minutes:{spec.kind}:{client_id}:{value}"
     else:
         return period
-    if note not in mem.logged:
+    if not quiet and note not in mem.logged:
         mem.logged[note] = dt.date.max
         if period < 0:
             log.warning("%s: client %s: auto_summary_period %s minutes cannot be served from "
@@ -234,13 +247,25 @@ def period_hours(spec: DailySpec, client_id: int, value: Any, mem: _Memory) -> i
     return 1 if period < 0 else period
 
 
+class _SilentResolver(clock.ZoneResolver):
+    """Resolves a group's zones without a word: a bad value is logged, naming the client,
+    when the group's clients are read (with the daemon's resolver)."""
+
+    def _warn(self, client_id: Any, source: str, value: str, why: str) -> None:
+        return None
+
+
+_SILENT = _SilentResolver()
+
+
 def _when(spec: DailySpec, row: Mapping[str, Any], mem: _Memory,
-          resolver: clock.ZoneResolver | None, settle: dt.timedelta) -> _When:
+          resolver: clock.ZoneResolver | None, settle: dt.timedelta, *,
+          quiet: bool = False) -> _When:
     cid = row["client_id"]
     resolve = (resolver or clock.RESOLVER).resolve
     zone, _ = resolve(cid, [("auto_send_zone", row["auto_send_zone"]),
                             ("system_parameter.sys_timezone", row["sys_timezone"])])
-    hour, minute = send_hour(cid, row["auto_summary_hour"], mem, spec.kind), 0
+    hour, minute = send_hour(cid, row["auto_summary_hour"], mem, spec.kind, quiet=quiet), 0
     send_time = row.get("daily_balance_send_time")
     if spec.own_send_time and send_time is not None:
         zone, _ = resolve(cid, [("daily_balance_send_time_zone",
@@ -261,8 +286,43 @@ def _when(spec: DailySpec, row: Mapping[str, Any], mem: _Memory,
             days = 1
     period = 24
     if spec.period_column:
-        period = period_hours(spec, cid, row[spec.period_column], mem)
+        period = period_hours(spec, cid, row[spec.period_column], mem, quiet=quiet)
     return _When(zone, hour, minute, report_zone, days, period, settle)
+
+
+# The settings that decide a client's schedule (every column _when reads).
+_SETTINGS = ("auto_summary_hour", "auto_send_zone", "daily_balance_send_time",
+             "daily_balance_send_time_zone", "daily_cdr_generation_zone",
+             "numer_of_days_balance", "auto_summary_period", "sys_timezone")
+
+
+def _settings_sql() -> tuple[sql.Composable, sql.Composable]:
+    """The settings columns of `q`, and the group key md5(row(...)::text) over them."""
+    cols = sql.SQL(", ").join(sql.SQL("q.{}").format(sql.Identifier(c)) for c in _SETTINGS)
+    return cols, sql.SQL("md5(row({})::text)").format(cols)
+
+
+def _groups_query(spec: DailySpec) -> sql.Composed:
+    """The enabled clients grouped by their send settings: one row per group with its key
+    (`grp`) and a digest of its members and their take-over column (`members`)."""
+    clients = _CLIENTS.format(flag=sql.Identifier(spec.flag))  # the flag column, never data
+    cols, grp = _settings_sql()
+    taken = (sql.SQL("q.{}::text").format(sql.Identifier(spec.taken_over))
+             if spec.taken_over else sql.SQL("''"))
+    return sql.SQL(
+        "SELECT {cols}, {grp} AS grp, md5(string_agg(q.client_id::text || '/' || "
+        "coalesce({taken}, ''), ',' ORDER BY q.client_id)) AS members "
+        "FROM ({clients}) q GROUP BY {cols}").format(cols=cols, grp=grp, taken=taken,
+                                                     clients=clients)
+
+
+def _members_query(spec: DailySpec) -> sql.Composed:
+    """The enabled clients of the groups whose keys are `%(groups)s`, with their group."""
+    clients = _CLIENTS.format(flag=sql.Identifier(spec.flag))
+    _, grp = _settings_sql()
+    return sql.SQL("SELECT * FROM (SELECT q.*, {grp} AS grp FROM ({clients}) q) m "
+                   "WHERE m.grp = ANY(%(groups)s) ORDER BY m.client_id").format(
+        grp=grp, clients=clients)
 
 
 def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
@@ -270,8 +330,10 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
          resolver: clock.ZoneResolver | None = None) -> list[Due]:
     """The reports of `spec` due at `now` and not yet queued (nor settled), oldest first.
 
-    1. One query: enabled active clients with their v5 send-time and zone settings.
-    2. Python: each client's zones, due instants within the grace, report windows.
+    1. One query: enabled active clients grouped by their v5 send-time and zone settings;
+       each group's zones, due instants within the grace and report windows (Python).
+       A group decided at an earlier sweep (same members, same slots) stops here.
+    2. One query: the clients of the other groups, one by one.
     3. A report the original daemon already sent (its last_* column at or after the due
        instant) is settled: never sent again (take-over).
     4. One query: which of those keys are in the outbox already (never re-rendered).
@@ -281,39 +343,86 @@ def plan(cur: db.Cursor, spec: DailySpec, now: dt.datetime, settings: Settings,
     mem = memory_for(database)
     window = grace(settings)
     settle = dt.timedelta(minutes=settings.report_settle_minutes)
+    today = clock.local_date(now, clock.UTC)
     mem.prune(clock.local_date(now - window, clock.UTC) - dt.timedelta(days=3))
-    query = _CLIENTS.format(flag=sql.Identifier(spec.flag))  # the flag column, never data
-    cur.execute(query)
-    candidates: list[Due] = []
-    stale: list[Due] = []
     # Most clients share a few settings: their instants are computed once.
     schedules: dict[_When, tuple[list[_Slot], _Slot | None]] = {}
-    for row in cur.fetchall():
-        cid = row["client_id"]
-        when = _when(spec, row, mem, resolver, settle)
+
+    def schedule_of(when: _When) -> tuple[list[_Slot], _Slot | None]:
         sched = schedules.get(when)
         if sched is None:
             sched = schedules[when] = _schedule(now, when, window)
-        fresh, old = sched
-        sent_before = row.get(spec.taken_over) if spec.taken_over else None
-        for slot in fresh:
-            due = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
-            if sent_before is not None and sent_before >= due.due_at:
-                _settle_taken_over(spec, due, sent_before, mem)
-                continue
-            candidates.append(due)
-        if old is not None and not (sent_before is not None and sent_before >= old[3]):
-            stale.append(Due(cid, when.report_zone, *old, slot_key(spec.kind, cid, old, when)))
-    keys = [d.key for d in candidates if d.key not in mem.settled]
-    keys += [d.key for d in stale if d.key not in mem.logged]
-    queued = outbox.already_queued(cur, settings.own_schema, keys)
-    for key in quiet_keys(cur, settings.own_schema, keys):
-        mem.settled[key] = dt.date.max  # decided quiet by an earlier run: never lost
-        queued.add(key)
-    result.duplicates += sum(1 for d in candidates if d.key in queued)
-    _log_lost(spec, [d for d in stale if d.key not in queued and d.key not in mem.logged],
-              settings, mem)
-    return [d for d in candidates if d.key not in queued and d.key not in mem.settled]
+        return sched
+
+    cur.execute(_groups_query(spec))
+    open_groups: dict[str, tuple[Any, ...]] = {}
+    for group in cur.fetchall():
+        when = _when(spec, {**group, "client_id": None}, mem, _SILENT, settle, quiet=True)
+        fresh, old = schedule_of(when)
+        memo = (group["grp"], group["members"], tuple(fresh), old)
+        decided = mem.groups.get(memo)
+        if decided is not None:
+            result.duplicates += decided[0]
+        else:
+            open_groups[group["grp"]] = memo
+    if not open_groups:
+        return []
+    due: list[Due] = []
+    busy: set[str] = set()  # groups with a report still to send
+    per_group: dict[str, int] = dict.fromkeys(open_groups, 0)  # duplicates per group
+    lost: list[Due] = []
+    lost_count = 0
+    # Streamed from a server-side cursor, a chunk at a time, so that a first sweep over
+    # 100,000 clients never holds them all in memory at once.
+    with cur.connection.cursor(name=f"dnl_ad_plan_{spec.kind}") as members:
+        members.itersize = _CHUNK
+        members.execute(_members_query(spec), {"groups": list(open_groups)})
+        while chunk := members.fetchmany(_CHUNK):
+            candidates: list[Due] = []
+            stale: list[Due] = []
+            group_of: dict[int, str] = {}
+            for row in chunk:
+                cid = row["client_id"]
+                group_of[cid] = row["grp"]
+                when = _when(spec, row, mem, resolver, settle)
+                fresh, old = schedule_of(when)
+                sent_before = row.get(spec.taken_over) if spec.taken_over else None
+                for slot in fresh:
+                    d = Due(cid, when.report_zone, *slot, slot_key(spec.kind, cid, slot, when))
+                    if sent_before is not None and sent_before >= d.due_at:
+                        _settle_taken_over(spec, d, sent_before, mem)
+                        continue
+                    candidates.append(d)
+                if old is not None and not (sent_before is not None
+                                            and sent_before >= old[3]):
+                    stale.append(Due(cid, when.report_zone, *old,
+                                     slot_key(spec.kind, cid, old, when)))
+            keys = [d.key for d in candidates if d.key not in mem.settled]
+            keys += [d.key for d in stale if d.key not in mem.logged]
+            queued = outbox.already_queued(cur, settings.own_schema, keys)
+            for key in quiet_keys(cur, settings.own_schema, keys):
+                mem.settled[key] = dt.date.max  # decided quiet by an earlier run: never lost
+                queued.add(key)
+            for d in candidates:
+                if d.key in queued:
+                    result.duplicates += 1
+                    per_group[group_of[d.client_id]] += 1
+                elif d.key not in mem.settled:
+                    due.append(d)
+                    busy.add(group_of[d.client_id])
+            for d in stale:
+                if d.key not in queued and d.key not in mem.logged:
+                    mem.logged[d.key] = d.report_day
+                    lost_count += 1
+                    if len(lost) < _LOST_SHOWN:
+                        lost.append(d)
+    _log_lost(spec, lost, lost_count, settings)
+    # A group with nothing due is decided: every report of its slots is queued, settled
+    # or logged; it is not read again while its members and slots stay the same.
+    for grp, memo in open_groups.items():
+        if grp not in busy:
+            mem.groups[memo] = (per_group[grp], today)
+    return due
 
 
 def _settle_taken_over(spec: DailySpec, due: Due, sent: dt.datetime, mem: _Memory) -> None:
@@ -397,18 +506,21 @@ def _period_schedule(now: dt.datetime, when: _When, window: dt.timedelta
         day += dt.timedelta(days=1)
 
 
-def _log_lost(spec: DailySpec, lost: list[Due], settings: Settings, mem: _Memory) -> None:
-    """One line per sweep for reports a long outage made too old to send (each key once)."""
-    if not lost:
+_CHUNK = 5000      # client rows read and decided at a time
+_LOST_SHOWN = 10   # lost reports named in the log line (the rest are counted)
+
+
+def _log_lost(spec: DailySpec, shown_lost: list[Due], count: int, settings: Settings) -> None:
+    """One line per sweep for reports a long outage made too old to send (each key once:
+    the caller has recorded them in the memory); the first few named, the rest counted."""
+    if not count:
         return
-    for d in lost:
-        mem.logged[d.key] = d.report_day
     shown = ", ".join(f"client {d.client_id} day {d.report_day} (due {d.due_at:%Y-%m-%d %H:%M}"
-                      " UTC)" for d in lost[:10])
-    more = f" and {len(lost) - 10} more" if len(lost) > 10 else ""
+                      " UTC)" for d in shown_lost[:_LOST_SHOWN])
+    more = f" and {count - _LOST_SHOWN} more" if count > _LOST_SHOWN else ""
     log.warning("%s: %d report(s) not sent: due more than CATCHUP_HOURS=%s ago and never "
                 "queued (daemon down, or the report was newly enabled): %s%s", spec.kind,
-                len(lost), settings.catchup_hours, shown, more)
+                count, settings.catchup_hours, shown, more)
 
 
 def windows_params(due: Sequence[Due]) -> dict[str, Any]:
@@ -591,10 +703,10 @@ def queue_all(database: db.Database, pipeline: Pipeline, spec: DailySpec, due: S
         if n is None:
             record_quiet(cur, settings.own_schema, d.key, now)
             return
-        pipeline.queue(cur, n)
+        pipeline.stage(cur, n)  # inserted with the batch's others (pipeline.flush)
 
     outcome = batches.run(database, todo, work, dry_run=settings.dry_run,
-                          size=settings.sweep_batch,
+                          size=settings.sweep_batch, finish=pipeline,
                           describe=lambda d: f"{spec.kind}: client {d.client_id} report for "
                                              f"{d.report_day}")
     result.skipped += len(outcome.failed)

@@ -13,7 +13,9 @@ an internationalised local part (`名前@例え.jp`) makes the message need SMTP
 delivery uses when the server offers it (else the notice fails, saying why). At most
 MAX_RECIPIENTS addresses per notice; the rest are logged and dropped.
 
-Headers: the body parts are built with the fast compat32 MIME classes; the address
+Headers: the body is assembled here, byte for byte as the compat32 generator writes a
+multipart/alternative of two base64 UTF-8 text parts (headers folded by the same policy),
+at a fraction of the generator's cost per message; the address
 headers are written by us from parsed, validated addresses (one per folded line, UTF-8
 as is for SMTPUTF8), and a Subject that is not plain short ASCII, or that holds text
 looking like an RFC 2047 encoded word (`=?utf-8?b?...?=`), is itself encoded (folded
@@ -23,13 +25,14 @@ the look-alike as the literal text it is).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
+import random
 import re
+import sys
 from dataclasses import dataclass
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr, getaddresses
 from pathlib import Path
@@ -283,17 +286,7 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
         error = "no valid recipient in " + (repr(notice.recipients) if notice.recipients
                                             else "an empty billing_email")
 
-    # The legacy (compat32) MIME classes: several times faster than EmailMessage, which
-    # matters when a sweep renders thousands of notices in one transaction. The address
-    # headers are written by _address_header (see the module docstring).
-    msg = MIMEMultipart("alternative")
-    msg["Subject"] = Header(subject, "utf-8") if _needs_encoding(subject) else subject
-    msg["Date"] = format_datetime(notice.decided_at)
-    msg["Message-ID"] = mid
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-DNL-AD-Kind"] = clean_header(notice.kind)
-    msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
-    msg.attach(MIMEText(rendered.html, "html", "utf-8"))
+    # The address headers are written by _address_header (see the module docstring).
     head = _address_header("From", [format_address(_sender_name(sender_id, config),
                                                    from_addr) if from_addr
                                     else "undisclosed-sender:;"])
@@ -304,9 +297,51 @@ def build(notice: Notice, rendered: Rendered, config: MailConfig) -> Mail:
                             or ["undisclosed-recipients:;"])
     if cc:
         head += _address_header("Cc", [format_address(n, a) for n, a in cc_pairs])
-    raw = head + msg.as_bytes(policy=_WIRE)
+    raw = head + mime_body(
+        [("Subject", Header(subject, "utf-8") if _needs_encoding(subject) else subject),
+         ("Date", format_datetime(notice.decided_at)), ("Message-ID", mid),
+         ("Auto-Submitted", "auto-generated"), ("X-DNL-AD-Kind", clean_header(notice.kind))],
+        rendered.text, rendered.html)
     return Mail(from_addr, to, cc, subject, rendered.text, rendered.html, mid, raw,
                 tuple(rejected), error, sender_id)
+
+
+_PART_HEAD = ('Content-Type: text/{}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
+              "Content-Transfer-Encoding: base64\r\n\r\n")
+_TOKEN_WIDTH = len(repr(sys.maxsize - 1))
+
+
+def _boundary() -> str:
+    """A boundary as the email package makes one; it cannot occur in base64 text."""
+    return "=" * 15 + f"{random.randrange(sys.maxsize):0{_TOKEN_WIDTH}d}" + "=="
+
+
+def _base64_part(subtype: str, text: str) -> bytes:
+    body = base64.encodebytes(text.encode("utf-8")).replace(b"\n", b"\r\n")
+    return _PART_HEAD.format(subtype).encode("ascii") + body
+
+
+def mime_body(headers: list[tuple[str, str | Header]], text: str, html: str, *,
+              boundary: str | None = None) -> bytes:
+    """The message from its Content-Type on: exactly what MIMEMultipart("alternative")
+    with `headers` and two MIMEText(..., "utf-8") parts (text, then HTML) gives as bytes
+    under compat32 with CRLF, without building and walking the message objects."""
+    boundary = boundary or _boundary()
+
+    def fold(name: str, value: str | Header) -> bytes:
+        # a short ASCII value is written as is, as compat32 does; the rest it folds
+        if isinstance(value, str) and value.isascii() and len(name) + 2 + len(value) <= 78 \
+                and "\n" not in value and "\r" not in value:
+            return f"{name}: {value}\r\n".encode("ascii")
+        return _WIRE.fold_binary(name, value)
+
+    head = b"".join([fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+                     fold("MIME-Version", "1.0"),
+                     *(fold(name, value) for name, value in headers)])
+    dash = f"--{boundary}".encode("ascii")
+    return b"".join([head, b"\r\n", dash, b"\r\n", _base64_part("plain", text),
+                     b"\r\n", dash, b"\r\n", _base64_part("html", html),
+                     b"\r\n", dash, b"--\r\n"])
 
 
 def write_eml(mail: Mail, directory: Path) -> Path:
