@@ -179,8 +179,9 @@ def test_a_killed_or_stopped_active_daemon_mid_burst_loses_nothing(pair, dsn, co
     like a frozen VM) in the middle of the burst: the standby takes over within
     HA_TAKEOVER_SECONDS and every notice is delivered. Killed: its session is gone, so the
     new active one frees its claims at once; the message each SMTP session had in hand at
-    the kill may go a second time (at-least-once). Stopped: its session lives, its claims stay; resumed, it
-    finishes the messages in hand, finds the lock gone and hands the rest back: none twice.
+    the kill may go a second time (at-least-once). Stopped: its session lives, its claims
+    stay; resumed, it finishes the messages in hand, finds the lock gone and hands the
+    rest back: none twice.
     """
     n = 2000
     f.system(conn)
