@@ -209,6 +209,7 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
 
     `ready` gets "ok active", "ok standby" or "error <reason>" (for `start`).
     """
+    wakeup.attach_to_signals()
     database = migrations.open_database(settings, sleep=wakeup.sleep)
     # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
     # the real daemon from starting).

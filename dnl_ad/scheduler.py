@@ -22,6 +22,7 @@ import fcntl
 import logging
 import os
 import select
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +72,20 @@ class Wakeup:
             os.write(self._w, b"x")
         except (BlockingIOError, OSError):
             pass  # the pipe is full: the loop is awake already
+
+    def attach_to_signals(self) -> None:
+        """Make every signal wake `wait()` at once (signal.set_wakeup_fd on the pipe).
+
+        Why: the kernel may deliver SIGTERM to any thread (an HTTP call's, the heartbeat's,
+        an SMTP session's); Python then runs the handler in the main thread only when that
+        thread next wakes, and a main thread sleeping in select() (a 30 s CDR poll) would
+        not wake: the stop would wait out the sleep. The wakeup fd wakes it whichever
+        thread took the signal. Only the main thread may call this; elsewhere it is a no-op.
+        """
+        try:
+            signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread (tests driving a loop from a thread)
+            pass
 
     def request_stop(self, reason: str = "stop requested") -> None:
         if not self.stop_requested:

@@ -143,19 +143,27 @@ def test_delivery_stops_when_the_lock_was_not_confirmed_lately(settings, databas
         lock.release()
 
 
+BURST = 2000
+
+
+def start_burst(pair, dsn, conn, settings, smtp) -> tuple[dict, dict, int, int]:
+    """BURST notices due, both daemons started with batches of 200, the burst under way:
+    (env a, env b, pid a (active), pid b (standby))."""
+    f.system(conn)
+    queue_notices(settings, BURST)
+    a, b = ({**env, "DNL_AD_DELIVERY_BATCH": "200"} for env in pair)
+    pid_a, pid_b = start_both(a, b, dsn)
+    wait_for(lambda: len(smtp.messages) >= 300, 30, "the burst to be under way")
+    return a, b, pid_a, pid_b
+
+
 def test_a_take_over_mid_burst_sends_every_notice_once(pair, dsn, conn, settings,
                                                       smtp) -> None:
     """2,000 notices due; the server terminates the active daemon's lock backend in the
     middle of the burst: the old one stops before its next message and hands its batch
     back, the standby takes over and delivers the rest; every notice once."""
-    n = 2000
-    f.system(conn)
-    queue_notices(settings, n)
-    a, b = pair
-    a = {**a, "DNL_AD_DELIVERY_BATCH": "200"}
-    b = {**b, "DNL_AD_DELIVERY_BATCH": "200"}
-    pid_a, pid_b = start_both(a, b, dsn)
-    wait_for(lambda: len(smtp.messages) >= 300, 30, "the burst to be under way")
+    n = BURST
+    a, b, pid_a, pid_b = start_burst(pair, dsn, conn, settings, smtp)
     backend = leader.LeaderLock(dsn).holder().backend_pid
     with conn.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(%s, 5000)", (backend,))
@@ -183,14 +191,8 @@ def test_a_killed_or_stopped_active_daemon_mid_burst_loses_nothing(pair, dsn, co
     stay; resumed, it finishes the messages in hand, finds the lock gone and hands the
     rest back: none twice.
     """
-    n = 2000
-    f.system(conn)
-    queue_notices(settings, n)
-    a, b = pair
-    a = {**a, "DNL_AD_DELIVERY_BATCH": "200"}
-    b = {**b, "DNL_AD_DELIVERY_BATCH": "200"}
-    pid_a, pid_b = start_both(a, b, dsn)
-    wait_for(lambda: len(smtp.messages) >= 300, 30, "the burst to be under way")
+    n = BURST
+    a, _b, pid_a, pid_b = start_burst(pair, dsn, conn, settings, smtp)
     os.kill(pid_a, signal.SIGKILL if how == "kill -9" else signal.SIGSTOP)
     gone = time.monotonic()
     at_takeover = len(smtp.messages)

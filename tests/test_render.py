@@ -16,17 +16,9 @@ from dnl_ad.mail.render import KNOWN_TAGS, MailConfig, format_money, render_noti
 from dnl_ad.notice import KINDS
 from tests import factories
 from tests.mail_helpers import notice
+from tests.template_samples import TEMPLATE_FOR_KIND
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE_FOR_KIND = {"low_balance": "lowbalance", "zero_balance": "zerobalance",
-                     "usage_summary": "auto_summary", "balance_summary": "auto_balance",
-                     "cdr_delivery": "auto_cdr", "trunk_pending": "download_rate_notice",
-                     "trunk_suspended": "no_download_rate", "quality_rule": "alert_rules",
-                     "period_compare": "period_compare", "traffic_alert": "traffic_alert",
-                     "watch_list": "watch_list", "usage_limit": "usage_limit",
-                     "fraud_detection": "fraud_detection",
-                     "low_balance_disable": "low_balance_disable",
-                     "balance_restored": "balance_restored"}
 
 
 def config(**columns: str) -> MailConfig:

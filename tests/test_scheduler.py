@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 import pytest
 
@@ -332,3 +333,28 @@ def test_a_condition_is_logged_when_it_starts_and_ends_not_every_sweep(
         clock.advance(61)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert lines.count("low_balance: no client skipped any more") == 1
+
+
+def test_a_signal_taken_by_another_thread_wakes_the_main_threads_wait() -> None:
+    """The kernel may hand SIGTERM to any thread (an HTTP call's, the heartbeat's); the
+    main thread sleeping in Wakeup.wait (a 30 s CDR poll) must wake at once, not when its
+    sleep ends (a CI run saw a daemon take over 15 s to stop). SIGUSR1 stands in."""
+    import signal
+    import threading
+
+    wakeup = Wakeup()
+    old_handler = signal.signal(signal.SIGUSR1, lambda *_: wakeup.request_stop("test"))
+    old_fd = signal.set_wakeup_fd(-1)
+    try:
+        wakeup.attach_to_signals()
+        other = threading.Thread(target=lambda: (time.sleep(0.2), signal.pthread_kill(
+            threading.get_ident(), signal.SIGUSR1)))
+        other.start()
+        started = time.monotonic()
+        assert wakeup.wait(10) is True
+        assert time.monotonic() - started < 3
+        other.join()
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        signal.signal(signal.SIGUSR1, old_handler)
+        wakeup.close()

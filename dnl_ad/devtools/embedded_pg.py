@@ -107,11 +107,16 @@ def load_provider_schema(dsn: str, own_schema: str = "dnl_ad") -> None:
         conn.close()
 
 
-def build_provider_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad") -> str:
-    """A new database holding the provider subset and the own schema; returns its DSN."""
+def fresh_database(admin_dsn: str, name: str) -> str:
+    """Database `name` created anew (dropped first when it exists); returns its DSN."""
     drop_database(admin_dsn, name)
     create_database(admin_dsn, name)
-    dsn = dsn_for(admin_dsn, name)
+    return dsn_for(admin_dsn, name)
+
+
+def build_provider_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad") -> str:
+    """A new database holding the provider subset and the own schema; returns its DSN."""
+    dsn = fresh_database(admin_dsn, name)
     load_provider_schema(dsn, own_schema)
     return dsn
 
@@ -190,8 +195,6 @@ def load_v5_schema(dsn: str, own_schema: str = "dnl_ad", dump: Path | None = Non
 
 def build_v5_database(admin_dsn: str, name: str, own_schema: str = "dnl_ad") -> str:
     """A new database holding the real v5 schema and the own schema; returns its DSN."""
-    drop_database(admin_dsn, name)
-    create_database(admin_dsn, name)
-    dsn = dsn_for(admin_dsn, name)
+    dsn = fresh_database(admin_dsn, name)
     load_v5_schema(dsn, own_schema)
     return dsn
