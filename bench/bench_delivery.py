@@ -42,8 +42,8 @@ def _notices(n: int) -> list[Notice]:
 
 def _provider_rows(cur: db.Cursor) -> None:
     """The sender address and the (default) templates delivery reads."""
-    cur.execute("INSERT INTO system_parameter (fromemail, sys_timezone) "
-                "VALUES ('billing@carrier.example', '+00:00')")
+    cur.execute("INSERT INTO system_parameter (sys_id, fromemail, sys_timezone) "
+                "VALUES (1, 'billing@carrier.example', '+0000')")
     cur.execute("INSERT INTO mail_tmplate DEFAULT VALUES")
 
 

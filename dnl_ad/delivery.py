@@ -383,7 +383,13 @@ class _Worker:
                            [r.id for r in self.rows[index:]], answered))
                 return answered
             answered = True
-            self.emit(("outcome", row, send_result))
+            recorded = threading.Event()
+            self.emit(("outcome", row, send_result, recorded))
+            # the next message starts only once this outcome is recorded, so a kill -9
+            # finds at most one answered-but-unrecorded message per session
+            while not recorded.wait(0.5):
+                if b.halted:
+                    break
             if send_result.trouble:  # this message's outcome stands; the session ends
                 self.emit(("trouble", self.config, send_result.trouble,
                            [r.id for r in self.rows[index + 1:]], True))
@@ -445,6 +451,9 @@ class _Batch:
                         done += event[0] == "done"
                         self.handle(event)
                     self.recorder.flush()
+                    for event in burst:  # recorded: their sessions may go on
+                        if event[0] == "outcome":
+                            event[3].set()
                     if self.recorder.lost:
                         self.halted = "lost"
             except BaseException:  # cannot record (database gone): start nothing more
@@ -464,11 +473,13 @@ class _Batch:
         """Record one worker event (on the thread that owns the database connection)."""
         kind = event[0]
         if kind == "outcome":
-            _, row, send_result = event
+            _, row, send_result, recorded = event
             mark, entry, outcome, why = _outcome(row, send_result, self.settings, self.now)
             setattr(self.result, outcome, getattr(self.result, outcome) + 1)
             _log_outcome(row, outcome, why)
             self.recorder.add(mark, entry)
+            if not self.recorder.group_commit:  # recorded now (one session): go on
+                recorded.set()
             if self.recorder.lost:  # our claim is gone: the rest belongs to another run
                 self.halted = "lost"
         elif kind == "trouble":
