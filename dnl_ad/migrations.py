@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,3 +142,20 @@ def missing_line(cur: Cursor, schema: str) -> str:
         return ""
     return (f"schema {schema} lacks {', '.join(n for _, n in todo)}: run `dnl-ad migrate` "
             "(start does it too)")
+
+
+def run_command(settings: Settings, work: Callable[[Cursor, str], int],
+                refused: tuple[type[Exception], ...]) -> int:
+    """The commands that edit dnl_ad's own tables (`dnl-ad rule`, `dnl-ad watch`): `work`
+    runs in one transaction on an up-to-date own schema and returns the exit status; an
+    error of a `refused` type (a bad argument) is one line on stderr and exit status 2."""
+    database = db.Database(settings.connection_string)
+    try:
+        with database.transaction() as cur:
+            migrate(cur, settings.own_schema)
+            return work(cur, settings.own_schema)
+    except refused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    finally:
+        database.close()

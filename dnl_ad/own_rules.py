@@ -107,35 +107,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    database = db.Database(settings.connection_string)
-    schema = settings.own_schema
-    try:
-        with database.transaction() as cur:
-            migrations.migrate(cur, schema)
-            if args.rule_command == "add":
-                scope, scope_value = parse_scope(args.scope)
-                rule_id = add_rule(
-                    cur, schema, name=args.name, metric=args.metric.lower(), scope=scope,
-                    scope_value=scope_value, side=1 if args.side == "ingress" else 2,
-                    period=args.period.lower(), condition=args.condition.lower(),
-                    value=args.value, compare_to=args.compare.lower(),
-                    min_calls=args.min_calls, recipients=args.to)
-                print(f"rule {rule_id} added", file=out)
-            elif args.rule_command == "list":
-                rules = list_rules(cur, schema)
-                for r in rules:
-                    print(f"{r.id:>4}  {r.name}: {r.describe()}; {r.scope_text()}; per "
-                          f"{r.period}; min {r.min_calls} calls; to {r.recipients}", file=out)
-                if not rules:
-                    print("no rules", file=out)
-            elif not remove_rule(cur, schema, args.id):
-                print(f"no rule {args.id}", file=sys.stderr)
-                return 1
-            else:
-                print(f"rule {args.id} removed", file=out)
-    except RuleError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    finally:
-        database.close()
-    return 0
+
+    def work(cur: db.Cursor, schema: str) -> int:
+        if args.rule_command == "add":
+            scope, scope_value = parse_scope(args.scope)
+            rule_id = add_rule(
+                cur, schema, name=args.name, metric=args.metric.lower(), scope=scope,
+                scope_value=scope_value, side=1 if args.side == "ingress" else 2,
+                period=args.period.lower(), condition=args.condition.lower(),
+                value=args.value, compare_to=args.compare.lower(),
+                min_calls=args.min_calls, recipients=args.to)
+            print(f"rule {rule_id} added", file=out)
+        elif args.rule_command == "list":
+            rules = list_rules(cur, schema)
+            for r in rules:
+                print(f"{r.id:>4}  {r.name}: {r.describe()}; {r.scope_text()}; per "
+                      f"{r.period}; min {r.min_calls} calls; to {r.recipients}", file=out)
+            if not rules:
+                print("no rules", file=out)
+        elif not remove_rule(cur, schema, args.id):
+            print(f"no rule {args.id}", file=sys.stderr)
+            return 1
+        else:
+            print(f"rule {args.id} removed", file=out)
+        return 0
+
+    return migrations.run_command(settings, work, (RuleError,))

@@ -78,34 +78,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(settings: Settings, args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    database = db.Database(settings.connection_string)
-    schema = settings.own_schema
-    try:
-        with database.transaction() as cur:
-            migrations.migrate(cur, schema)
-            if args.watch_command == "add":
-                entry = add_entry(cur, schema, list_name=args.list_name.lower(),
-                                  prefix=args.prefix, country=args.country,
-                                  client_id=args.client, notify_client=args.notify_client,
-                                  note=args.note)
-                print(f"entry {entry} added", file=out)
-            elif args.watch_command == "list":
-                entries = list_entries(cur, schema)
-                for e in entries:
-                    who = f"client {e['client_id']}" if e["client_id"] else "every client"
-                    print(f"{e['id']:>4}  {e['list']}list  {e['kind']} {e['value']}  {who}"
-                          + ("  (client notified)" if e["notify_client"] else "")
-                          + (f"  {e['note']}" if e["note"] else ""), file=out)
-                if not entries:
-                    print("no entries", file=out)
-            elif not remove_entry(cur, schema, args.id):
-                print(f"no entry {args.id}", file=sys.stderr)
-                return 1
-            else:
-                print(f"entry {args.id} removed", file=out)
-    except WatchError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    finally:
-        database.close()
-    return 0
+
+    def work(cur: db.Cursor, schema: str) -> int:
+        if args.watch_command == "add":
+            entry = add_entry(cur, schema, list_name=args.list_name.lower(),
+                              prefix=args.prefix, country=args.country,
+                              client_id=args.client, notify_client=args.notify_client,
+                              note=args.note)
+            print(f"entry {entry} added", file=out)
+        elif args.watch_command == "list":
+            entries = list_entries(cur, schema)
+            for e in entries:
+                who = f"client {e['client_id']}" if e["client_id"] else "every client"
+                print(f"{e['id']:>4}  {e['list']}list  {e['kind']} {e['value']}  {who}"
+                      + ("  (client notified)" if e["notify_client"] else "")
+                      + (f"  {e['note']}" if e["note"] else ""), file=out)
+            if not entries:
+                print("no entries", file=out)
+        elif not remove_entry(cur, schema, args.id):
+            print(f"no entry {args.id}", file=sys.stderr)
+            return 1
+        else:
+            print(f"entry {args.id} removed", file=out)
+        return 0
+
+    return migrations.run_command(settings, work, (WatchError,))
