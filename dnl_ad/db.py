@@ -213,6 +213,26 @@ class Database:
                 self.drop()
             raise
 
+    @contextmanager
+    def single_statement(self, *, attempts: int = 3) -> Iterator[Cursor]:
+        """A cursor in autocommit mode for one query string that is its own transaction:
+        one round trip instead of BEGIN, the statement and COMMIT (delivery records each
+        outcome this way). A string of several statements runs as one implicit
+        transaction, so `SET LOCAL` at its head applies to the rest."""
+        conn = self.connection(attempts=attempts)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                yield cur
+        except BaseException as exc:
+            if is_connection_error(exc) or conn.closed:
+                self._mark_down(exc)
+                self.drop()
+            raise
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
     def run(self, work: Callable[[Cursor], Any], *, retries: int = 2) -> Any:
         """Run `work(cursor)` in a transaction, retrying it whole when the server went away.
 

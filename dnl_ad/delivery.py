@@ -117,10 +117,8 @@ class _Recorder:
         if not self.marks:
             return
         marks, logs = self.marks, self.logs
-        with self.database.transaction() as cur:
-            cur.execute("SET LOCAL synchronous_commit TO off")
-            marked = outbox.mark(cur, self.settings.own_schema, marks, self.token)
-            outbox.log_outcomes(cur, [entry for id_, entry in logs if id_ in marked])
+        with self.database.single_statement() as cur:  # one round trip per flush
+            marked = outbox.record(cur, self.settings.own_schema, marks, logs, self.token)
         self.marks, self.logs = [], []
         lost = {m.id for m in marks} - marked
         if lost and not self.lost:

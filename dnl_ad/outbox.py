@@ -262,6 +262,49 @@ def mark(cur: Cursor, schema: str, marks: Iterable[Mark], token: str) -> set[int
     return {r["id"] for r in marked}
 
 
+_MARK_ROW = ("(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"
+             " %s::text, %s::timestamptz, %s::timestamptz, %s::text)")
+_LOG_ROW = ("(%s::bigint, %s::timestamptz, %s::int, %s::text, %s::int, %s::text, %s::int,"
+            " %s::text, %s::text, %s::text, %s::text)")
+
+
+def record(cur: Cursor, schema: str, marks: Sequence[Mark],
+           entries: Sequence[tuple[int, LogEntry]], token: str) -> set[int]:
+    """`mark` and `log_outcomes` in one query string for an autocommit cursor
+    (db.Database.single_statement): one round trip and one commit with
+    synchronous_commit off. An email_log row is written only for a row actually marked
+    (still under claim `token`). Returns the ids marked."""
+    if not marks:
+        return set()
+    mark_rows = b",".join(cur.mogrify(_MARK_ROW, (
+        m.id, m.status, list(m.done_addrs), list(m.failed_addrs), m.attempts,
+        m.next_attempt_at, m.last_error, m.attempted_at,
+        None if m.status == PENDING else m.attempted_at, token)) for m in marks)
+    query = sql.SQL(
+        "SET LOCAL synchronous_commit TO off; "
+        "WITH v(id, status, done, failed, attempts, next_at, err, tried, fin, token) AS"
+        " (VALUES {rows}), "
+        "m AS (UPDATE {t} AS o SET status = v.status, done_addrs = v.done,"
+        " failed_addrs = v.failed, attempts = v.attempts, next_attempt_at = v.next_at,"
+        " last_error = v.err, last_attempt_at = v.tried, finished_at = v.fin,"
+        " lease_until = NULL, claim_token = NULL"
+        " FROM v WHERE o.id = v.id AND o.claim_token = v.token AND o.status = 'pending'"
+        " RETURNING o.id){logs} SELECT id FROM m")
+    logs = sql.SQL("")
+    if entries:
+        log_rows = b",".join(cur.mogrify(_LOG_ROW, (id_, *_log_values(e)))
+                             for id_, e in entries)
+        logs = sql.SQL(
+            ", l AS (INSERT INTO email_log (send_time, client_id, email_addresses, type,"
+            " email_res, status, error, subject, content, alert_rule)"
+            " SELECT e.send_time, e.client_id, e.addresses, e.type, e.reply, e.status,"
+            " e.error, e.subject, e.content, e.rule FROM (VALUES {rows}) AS e(id, send_time,"
+            " client_id, addresses, type, reply, status, error, subject, content, rule)"
+            " JOIN m ON m.id = e.id)").format(rows=sql.SQL(log_rows.decode()))
+    cur.execute(query.format(rows=sql.SQL(mark_rows.decode()), t=_table(schema), logs=logs))
+    return {r["id"] for r in cur.fetchall()}
+
+
 def release(cur: Cursor, schema: str, ids: Sequence[int], token: str | None = None) -> None:
     """Give claimed rows back untouched (shutdown): the next run takes them at once.
 
@@ -295,11 +338,16 @@ def release_dead_leases(cur: Cursor, schema: str) -> int:
     return cur.rowcount
 
 
+def _log_values(e: LogEntry) -> tuple:
+    """One email_log row's values, in log_outcomes' column order (field sizes as the UI's)."""
+    return (e.send_time, e.client_id, ", ".join(e.addresses)[:500], e.email_type,
+            e.reply or None, e.status, e.error or None, e.subject[:100], e.content,
+            (e.alert_rule or "")[:500])
+
+
 def log_outcomes(cur: Cursor, entries: Iterable[LogEntry]) -> None:
     """The provider's email_log rows, one per final outcome (field sizes as the UI's)."""
-    values = [(e.send_time, e.client_id, ", ".join(e.addresses)[:500], e.email_type,
-               e.reply or None, e.status, e.error or None, e.subject[:100], e.content,
-               (e.alert_rule or "")[:500]) for e in entries]
+    values = [_log_values(e) for e in entries]
     if values:
         execute_values(
             cur,

@@ -247,3 +247,52 @@ def test_bounded_sandbox_still_allows_ordinary_jinja() -> None:
     out = render_notice(notice(company_name="acme"), config(lowbalance_content=content))
     assert out.source == "default+operator"  # default subject, operator content
     assert "<i>0</i><i>1</i><i>2</i><b>6</b>ACMEabcdNEG" in out.html
+
+
+# --- TEMPLATE_DIR files: a sandbox without the per-step budget --------------------------
+
+def file_config(tmp_path: Path, html: str) -> MailConfig:
+    """The repo's templates, with low_balance.html.j2 replaced by `html`."""
+    for src in (REPO / "templates").iterdir():
+        (tmp_path / src.name).write_bytes(src.read_bytes())
+    (tmp_path / "low_balance.html.j2").write_text(html, encoding="utf-8")
+    return MailConfig({}, {}, {}, tmp_path)
+
+
+@pytest.mark.parametrize("html, leak", [
+    ("[{{ ''.__class__.__mro__ }}]", "<class"),
+    ("[{{ cycler.__init__.__globals__.os }}]", "module"),
+    ("[{{ self._TemplateReference__context }}]", "Context"),
+])
+def test_template_files_are_still_sandboxed(tmp_path: Path, html: str, leak: str) -> None:
+    out = render_notice(notice(), file_config(tmp_path, html))
+    assert leak not in out.html
+
+
+@pytest.mark.parametrize("html", ["{% for i in range(10**9) %}x{% endfor %}",
+                                  "{% for i in range(20) %}{{ 'x' * 99999 }}{% endfor %}"])
+def test_a_runaway_template_file_is_stopped_and_logged(tmp_path: Path, html: str,
+                                                      caplog) -> None:
+    out = render_notice(notice(), file_config(tmp_path, html))
+    assert len(out.html) < 10_000  # the fallback listing, not the runaway output
+    assert "Client Co" in out.html
+    assert any("default template low_balance.html.j2 failed" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_template_files_need_no_budget(tmp_path: Path) -> None:
+    """More steps than an operator template may take (BoundedSandbox.MAX_STEPS) are fine
+    in a file: its loops run over the notice's own rows."""
+    html = "{% for i in range(9000) %}{% for j in range(30) %}{% endfor %}{% endfor %}done"
+    assert render_notice(notice(), file_config(tmp_path, html)).html == "done"
+    bounded = render_notice(notice(), config(lowbalance_content=html))
+    assert bounded.source == "default"  # the same text from the database is refused
+
+
+def test_a_missing_template_file_is_logged_once_per_sweep(tmp_path: Path, caplog) -> None:
+    cfg = file_config(tmp_path, "x")
+    (tmp_path / "low_balance.html.j2").unlink()
+    outs = [render_notice(notice(f"k{i}"), cfg) for i in range(3)]
+    assert all("Client Co" in o.html for o in outs)  # every notice still has a body
+    missing = [r for r in caplog.records if "missing or broken" in r.getMessage()]
+    assert len(missing) == 1

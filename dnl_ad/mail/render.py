@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.utils import parseaddr
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from jinja2 import FileSystemLoader, TemplateError, meta, pass_context
 from markupsafe import Markup
@@ -226,9 +226,15 @@ def is_absolute_url(value: object) -> bool:
     return isinstance(value, str) and bool(_ABSOLUTE_URL.match(value.strip()))
 
 
-def _add_helpers(env: sandbox.BoundedSandbox) -> sandbox.BoundedSandbox:
-    """The project's filters and tests, for default and operator templates alike."""
-    env.filters["money"] = sandbox.guarded_filter("money", money_filter)
+_Env = TypeVar("_Env", sandbox.BoundedSandbox, sandbox.FileSandbox)
+
+
+def _add_helpers(env: _Env) -> _Env:
+    """The project's filters and tests, for default and operator templates alike (a
+    BoundedSandbox charges its budget for each filter call)."""
+    bounded = isinstance(env, sandbox.BoundedSandbox)
+    env.filters["money"] = sandbox.guarded_filter("money", money_filter) if bounded \
+        else money_filter
     env.tests["absolute_url"] = is_absolute_url
     return env
 
@@ -293,14 +299,16 @@ def _contact_addresses(text: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=8)
-def _default_env(template_dir: str) -> sandbox.BoundedSandbox:
-    env = _add_helpers(sandbox.BoundedSandbox(
+def _default_env(template_dir: str) -> sandbox.FileSandbox:
+    """The TEMPLATE_DIR files' environment (see sandbox.FileSandbox for why it is not the
+    bounded one)."""
+    env = _add_helpers(sandbox.FileSandbox(
         loader=FileSystemLoader(template_dir),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         keep_trailing_newline=True,
     ))
     env.globals["account"] = account_name
-    env.filters["addresses"] = sandbox.guarded_filter("addresses", contact_addresses)
+    env.filters["addresses"] = contact_addresses
     return env
 
 
@@ -389,6 +397,7 @@ class MailConfig:
     reply_to: str = ""
     sender_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _compiled: dict[tuple[str, str], _Compiled] = field(default_factory=dict, repr=False)
+    _defaults: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cur: Cursor, settings: Settings) -> MailConfig:
@@ -405,6 +414,18 @@ class MailConfig:
 
     def part(self, template: str, part: str) -> Any:
         return self.templates.get(column(template, part))
+
+    def default_template(self, name: str) -> Any:
+        """A TEMPLATE_DIR template, loaded (and its file's date checked) once per
+        MailConfig, i.e. once per sweep; None when missing or broken (logged once)."""
+        if name not in self._defaults:
+            try:
+                self._defaults[name] = _default_env(str(self.template_dir)).get_template(name)
+            except TemplateError as exc:
+                log.error("default template %s missing or broken in %s: %s", name,
+                          self.template_dir, exc)
+                self._defaults[name] = None
+        return self._defaults[name]
 
     def add_template(self, template: str, *, subject: Any = None, content: Any = None,
                      sender: Any = None, cc: Any = None) -> None:
@@ -489,15 +510,11 @@ def _default_subject(kind: str, values: Mapping[str, Any]) -> str:
 
 def _render_default(config: MailConfig, kind: str, name: str, values: Mapping[str, Any],
                     notice: Notice) -> str | None:
-    env = _default_env(str(config.template_dir))
-    try:
-        template = env.get_template(name)
-    except TemplateError as exc:
-        log.error("default template %s missing or broken in %s: %s", name,
-                  config.template_dir, exc)
+    template = config.default_template(name)
+    if template is None:
         return None
     try:
-        return sandbox.render_bounded(template, values)
+        return sandbox.render_capped(template, values)
     except Exception as exc:  # a data problem must not stop other clients
         log.error("%s client %s: default template %s failed: %s", notice.kind,
                   notice.client_id, name, exc)

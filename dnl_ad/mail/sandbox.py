@@ -238,6 +238,33 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return _check_result("call", result)
 
 
+class FileSandbox(ImmutableSandboxedEnvironment):
+    """For the template files in TEMPLATE_DIR: the operator's own files, installed with the
+    daemon and as trusted as its ini. Still a sandbox (no private attributes, no unsafe
+    calls, no mutation) with a bounded ``range()`` and a capped output (render_capped),
+    but without the per-step budget of BoundedSandbox: their loops run over the notice's
+    own rows, and the budget checks cost more than the rendering itself (half of a usage
+    summary's queueing time, bench/README.md). Templates from the provider's database,
+    which anyone with UI access may edit, always go through BoundedSandbox."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.globals.pop("lipsum", None)
+        self.globals["range"] = _bounded_range
+
+
+def render_capped(template: Any, values: Mapping[str, Any]) -> str:
+    """Render a FileSandbox template; the output is cut off (error) above MAX_OUTPUT."""
+    out: list[str] = []
+    size = 0
+    for chunk in template.generate(values):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise TemplateLimitError(f"template output exceeds {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out)
+
+
 def render_bounded(template: Any, values: Mapping[str, Any]) -> str:
     """Render with a fresh budget; the output is cut off (error) above MAX_OUTPUT."""
     token = _BUDGET.set(_Budget(MAX_STEPS, time.monotonic() + MAX_SECONDS))
