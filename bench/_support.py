@@ -8,6 +8,7 @@ dnl_ad comes from the editable install in .venv.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import re
 import smtplib
 import subprocess
@@ -75,7 +76,7 @@ def timed(label: str, work: Callable[[], T], *, unit: str = "s") -> tuple[T, flo
     return out, seconds
 
 
-def bench_settings(dsn: str, scratch: Path, sink: SmtpSink | None = None,
+def bench_settings(dsn: str, scratch: Path, sink: SmtpSink | RemoteSink | None = None,
                    **overrides: Any) -> Settings:
     """Settings for the database at `dsn` with the repo's templates, dry-run mail kept in
     `scratch`, and (given a sink) plain SMTP to it; `overrides` sets any other field."""
@@ -126,3 +127,53 @@ def bare_send(host: str, port: int, messages: Sequence[tuple[str, list[str], byt
     with smtplib.SMTP(host, port, local_hostname="bench") as smtp:
         for from_addr, to, raw in messages:
             smtp.sendmail(from_addr, to, raw)
+
+
+def _serve_sink(latency: float, commands: Any, answers: Any) -> None:
+    """The sink in its own process (as a relay is): the sender's threads do not share
+    its interpreter lock. Commands: 'reset', 'count', 'stop'."""
+    with SmtpSink() as sink:
+        sink.set_latency(latency)
+        answers.put((sink.host, sink.port))
+        while (command := commands.get()) != "stop":
+            if command == "reset":
+                sink.reset()
+                sink.set_latency(latency)
+                answers.put(0)
+            else:
+                answers.put(len(sink.messages))
+
+
+class RemoteSink:
+    """The loopback SMTP sink (dnl_ad.devtools.smtp_sink) in a process of its own, as a
+    mail relay is: in the benchmark's own process the sink's parsing would compete with
+    the sender for one interpreter lock, and the figures would measure that contention.
+    Use as a context manager; `count()` is how many messages it has accepted."""
+
+    def __init__(self, latency: float = 0.0) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.commands, self.answers = ctx.Queue(), ctx.Queue()
+        self.process = ctx.Process(target=_serve_sink,
+                                   args=(latency, self.commands, self.answers))
+        self.process.start()
+        self.host, self.port = self.answers.get(timeout=60)
+
+    def ask(self, command: str) -> int:
+        self.commands.put(command)
+        return self.answers.get(timeout=60)
+
+    def count(self) -> int:
+        return self.ask("count")
+
+    def reset(self) -> None:
+        self.ask("reset")
+
+    def stop(self) -> None:
+        self.commands.put("stop")
+        self.process.join(30)
+
+    def __enter__(self) -> RemoteSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import multiprocessing
 import smtplib
 from decimal import Decimal
 
-from _support import bench_settings, populate, provider_database, stopwatch
+from _support import RemoteSink, bench_settings, populate, provider_database, stopwatch
 
 from dnl_ad import db, delivery
 from dnl_ad.config import Settings
-from dnl_ad.devtools.smtp_sink import SmtpSink
 from dnl_ad.notice import Notice
 from dnl_ad.pipeline import Pipeline
 
@@ -70,46 +68,13 @@ def _bare_send(host: str, port: int, messages: list[tuple[str, list[str], bytes]
             smtp.sendmail(from_addr, to, raw)
 
 
-def _serve_sink(latency: float, commands, answers) -> None:
-    """The sink in its own process (as a relay is): the sender's threads do not share
-    its interpreter lock. Commands: 'reset', 'count', 'stop'."""
-    with SmtpSink() as sink:
-        sink.set_latency(latency)
-        answers.put((sink.host, sink.port))
-        while (command := commands.get()) != "stop":
-            if command == "reset":
-                sink.reset()
-                sink.set_latency(latency)
-                answers.put(0)
-            else:
-                answers.put(len(sink.messages))
-
-
-class _RemoteSink:
-    def __init__(self, latency: float) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.commands, self.answers = ctx.Queue(), ctx.Queue()
-        self.process = ctx.Process(target=_serve_sink,
-                                   args=(latency, self.commands, self.answers))
-        self.process.start()
-        self.host, self.port = self.answers.get(timeout=60)
-
-    def ask(self, command: str) -> int:
-        self.commands.put(command)
-        return self.answers.get(timeout=60)
-
-    def stop(self) -> None:
-        self.commands.put("stop")
-        self.process.join(30)
-
-
 def main(n: int, latency_ms: float, sessions: list[int]) -> None:
     logging.basicConfig(level=logging.WARNING)
     runs: list[tuple[int, float, int]] = []
     with provider_database("bench_delivery") as (dsn, tmp):
         populate(dsn, _provider_rows)
         database = db.Database(dsn)
-        sink = _RemoteSink(latency_ms / 1000)
+        sink = RemoteSink(latency_ms / 1000)
         try:
             notices = _notices(n)
             queue_s = 0.0

@@ -1,6 +1,6 @@
 """Benchmark: the daily usage summary for N clients (default 20,000) on an embedded PostgreSQL.
 
-    .venv/bin/python bench/bench_usage.py [N]
+    .venv/bin/python bench/bench_usage.py [N] [--sink-in-process]
 
 Every client has a day of hourly traffic in its own local day (two rows per hour, so
 about 1,000,000 cdr_report_detail rows for 20,000 clients), spread over six zones. Prints:
@@ -10,20 +10,27 @@ about 1,000,000 cdr_report_detail rows for 20,000 clients), spread over six zone
   enqueue), and the same sweep again when everything is queued (the steady state that
   runs every DAILY_CHECK_SECONDS);
 - delivery of all N summaries to the SMTP sink on loopback (dnl_ad.devtools.smtp_sink), as
-  summaries per second, and queue + deliver end to end;
+  summaries per second, and queue + deliver end to end; then the same delivery again
+  with SMTP_SESSIONS=1 (the default is 4), for comparison;
 - the baseline: the same messages sent by a bare smtplib loop (one connection,
   MAIL/RCPT/DATA only) to the same sink, and end to end as a fraction of it.
+
+The sink runs in a process of its own, as a mail relay does (bench/_support.RemoteSink);
+`--sink-in-process` runs it in the benchmark's process instead, where its parsing competes
+with the sender for the interpreter lock (how the figures before issue 15 were taken).
 
 Data is generated with set-based SQL on the server (INSERT ... SELECT generate_series).
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
-import sys
+from dataclasses import replace
 
 from _support import (
+    RemoteSink,
     bare_send,
     bench_settings,
     drain,
@@ -94,13 +101,18 @@ def generate(cur: db.Cursor, n: int) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=20_000)
+    parser.add_argument("--sink-in-process", action="store_true")
+    args = parser.parse_args()
+    n = args.n
     with provider_database("bench_usage") as (dsn, tmp):
         rows, _ = timed(f"generate {n:,} clients and traffic (set-based SQL)",
                         lambda: populate(dsn, lambda cur: generate(cur, n)))
         print(f"  cdr_report_detail rows: {rows:,}")
 
-        with SmtpSink() as sink:
+        with SmtpSink() if args.sink_in_process else RemoteSink() as sink:
+            print(f"  SMTP sink: {'in this process' if args.sink_in_process else 'own process'}")
             settings = bench_settings(dsn, tmp, sink, smtp_from="alerts@carrier.example",
                                       delivery_batch=2000)
             database = db.Database(dsn)
@@ -128,11 +140,18 @@ def main() -> None:
             res2, _ = timed("usage-summary sweep again (all queued)",
                             lambda: usage_summary.sweep(database, NOW, settings))
             print(f"  queued {res2.queued:,}, duplicates {res2.duplicates:,}")
-            sent, t_deliver = timed("deliver all to the SMTP sink",
+            sent, t_deliver = timed(f"deliver all (SMTP_SESSIONS={settings.smtp_sessions})",
                                     lambda: drain(database, settings, NOW))
             print(f"  sent {sent:,} ({sent / t_deliver:,.0f} summaries/s delivery; "
                   f"{sent / (t_queue + t_deliver):,.0f} summaries/s queue + deliver); "
-                  f"sink received {len(sink.messages):,}")
+                  f"sink received {received(sink):,}")
+            # The same delivery over one session, for comparison.
+            requeue(database)
+            sink.reset()
+            one = replace(settings, smtp_sessions=1)
+            sent1, t_one = timed("deliver all again (SMTP_SESSIONS=1)",
+                                 lambda: drain(database, one, NOW))
+            print(f"  sent {sent1:,} ({sent1 / t_one:,.0f} summaries/s delivery)")
             # The baseline: the same messages through a bare smtplib loop, same sink.
             messages = outbox_messages(database)
             sink.reset()
@@ -140,9 +159,23 @@ def main() -> None:
                               lambda: bare_send(sink.host, sink.port, messages))
             print(f"  {len(messages) / t_bare:,.0f} messages/s; end to end (queue + deliver) "
                   f"is {t_bare / (t_queue + t_deliver):.2f}x the bare loop "
-                  f"(delivery alone {t_bare / t_deliver:.2f}x)")
+                  f"(delivery alone {t_bare / t_deliver:.2f}x; with one session "
+                  f"{t_bare / (t_queue + t_one):.2f}x and {t_bare / t_one:.2f}x)")
             database.close()
     print(f"clients {n:,}")
+
+
+def received(sink: SmtpSink | RemoteSink) -> int:
+    return sink.count() if isinstance(sink, RemoteSink) else len(sink.messages)
+
+
+def requeue(database: db.Database) -> None:
+    """Every summary due again, as if never sent (email_log emptied too)."""
+    with database.transaction() as cur:
+        cur.execute("UPDATE dnl_ad.outbox SET status = 'pending', done_addrs = '{}', "
+                    "failed_addrs = '{}', attempts = 0, finished_at = NULL, "
+                    "last_attempt_at = NULL, next_attempt_at = created_at")
+        cur.execute("DELETE FROM email_log")
 
 
 if __name__ == "__main__":

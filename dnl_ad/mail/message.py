@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from email.header import Header
 from email.policy import compat32
 from email.utils import format_datetime, formataddr, getaddresses
+from functools import lru_cache
 from pathlib import Path
 
 from ..notice import Notice
@@ -115,8 +116,11 @@ def _ascii_domain(domain: str) -> str | None:
     return domain
 
 
+@lru_cache(maxsize=1024)  # the same From and Reply-To for every notice of a sweep
 def _parse(candidate: str) -> tuple[str, str] | None:
     """(display name, normalised address) when `candidate` is one valid address."""
+    if _ADDRESS.fullmatch(candidate):  # a bare ASCII address, as most are: no parser
+        return ("", candidate) if len(candidate) <= 254 else None
     if _CONTROL.search(candidate):
         return None
     parsed = getaddresses([candidate])
@@ -321,6 +325,13 @@ def _base64_part(subtype: str, text: str) -> bytes:
     return _PART_HEAD.format(subtype).encode("ascii") + body
 
 
+# The Content-Type header folded once for a model boundary: every boundary _boundary()
+# makes has the same length and no place to fold in it, so they all fold the same way.
+_BOUNDARY_MODEL = "=" * 15 + "7" * _TOKEN_WIDTH + "=="
+_CONTENT_TYPE = _WIRE.fold_binary(
+    "Content-Type", f'multipart/alternative; boundary="{_BOUNDARY_MODEL}"')
+
+
 def mime_body(headers: list[tuple[str, str | Header]], text: str, html: str, *,
               boundary: str | None = None) -> bytes:
     """The message from its Content-Type on: exactly what MIMEMultipart("alternative")
@@ -335,8 +346,11 @@ def mime_body(headers: list[tuple[str, str | Header]], text: str, html: str, *,
             return f"{name}: {value}\r\n".encode("ascii")
         return _WIRE.fold_binary(name, value)
 
-    head = b"".join([fold("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-                     fold("MIME-Version", "1.0"),
+    if len(boundary) == len(_BOUNDARY_MODEL):  # as _boundary() makes them: folded alike
+        content_type = _CONTENT_TYPE.replace(_BOUNDARY_MODEL.encode(), boundary.encode())
+    else:
+        content_type = fold("Content-Type", f'multipart/alternative; boundary="{boundary}"')
+    head = b"".join([content_type, fold("MIME-Version", "1.0"),
                      *(fold(name, value) for name, value in headers)])
     dash = f"--{boundary}".encode("ascii")
     return b"".join([head, b"\r\n", dash, b"\r\n", _base64_part("plain", text),
