@@ -191,3 +191,27 @@ def test_the_plain_address_shortcut_agrees_with_the_parser(candidate: str,
     fast = mail_message._parse.__wrapped__(candidate)
     monkeypatch.setattr(mail_message, "_ADDRESS", re.compile(r"(?!)"))  # never matches
     assert fast == mail_message._parse.__wrapped__(candidate)
+
+
+@pytest.mark.parametrize("subject", [
+    "Daily usage summary for Company 1: 2026-11-20 00:00:00 to 2026-11-20 23:59:59",
+    "Low balance: acme", "word " * 40, "x" * 70 + " " + "y" * 70 + " z",
+    "Trunk in-1, in-2; in-3 suspended: rate deck 2026-11-20 not downloaded by 23:59:59 GMT",
+])
+def test_a_long_ascii_subject_is_folded_at_its_spaces(subject: str) -> None:
+    """Every line within 78 characters where the words allow, and a reader gets the
+    subject back exactly (compat32's cheaper stand-in: fold_at_spaces)."""
+    mail = build(notice(), lowbalance_subject=subject)
+    head = mail.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    lines = head.split("\r\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("Subject: "))
+    end = start + 1
+    while end < len(lines) and lines[end].startswith(" "):
+        end += 1
+    folded = lines[start:end]
+    # longer only where one word does not fit beside the header name
+    assert all(len(line) <= 78 or len(line.removeprefix("Subject:").split()) == 1
+               for line in folded)
+    assert "".join(folded)[len("Subject: "):] == " ".join(subject.split())
+    parsed = email.message_from_bytes(mail.raw, policy=email.policy.default)
+    assert parsed["Subject"] == " ".join(subject.split())

@@ -153,3 +153,21 @@ def test_delivery_killed_mid_batch_resends_only_the_message_in_hand(dsn, databas
     assert len(received) == 61 and len(set(received)) == 60
     assert [a for a in received if received.count(a) > 1] == [received[29]] * 2
     assert {r["status"] for r in outbox_rows(conn)} == {"sent"}
+
+
+def test_the_message_is_stored_uncompressed_and_read_back_whole(database, settings,
+                                                                conn) -> None:
+    """own_007: the base64 message is kept out of line without compression (nothing to
+    gain, CPU at every enqueue and claim); a large one still comes back byte for byte."""
+    factories.system(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = "
+                    "'dnl_ad.outbox'::regclass AND attname = 'message'")
+        assert cur.fetchone()["attstorage"] == "e"
+    big = notice("k-big", company_name="x" * 30_000)
+    queue(database, settings, [big])
+    with database.transaction() as cur:
+        rows = outbox.claim(cur, "dnl_ad", now=NOW, limit=5, lease=dt.timedelta(minutes=5))
+        cur.execute("SELECT message FROM dnl_ad.outbox WHERE dedupe_key = 'k-big'")
+        stored = bytes(cur.fetchone()["message"])
+    assert [r.message for r in rows] == [stored] and len(stored) > 30_000

@@ -56,3 +56,24 @@ def test_loginemail_false_sends_without_auth_end_to_end(database, settings, conn
     from_db = settings.replace(smtp_host="", smtp_port=0, smtp_security="")
     assert delivery.deliver(database, from_db, now=NOW).sent == 1
     assert len(smtp.messages) == 1 and outbox_rows(conn)[0]["status"] == "sent"
+
+
+@pytest.mark.parametrize("raw", [
+    b"Subject: plain\r\n\r\nno line starts with a dot\r\n",
+    b"Subject: dots\r\n\r\n.a line with a leading dot\r\n..two\r\n.\r\nend\r\n",
+    b".first line\r\n\r\nbody without a final line break",
+])
+def test_mail_rcpt_and_data_reach_the_server_intact(smtp, raw: bytes) -> None:
+    """The session's own MAIL/RCPT/DATA (no per-message parsing, dot-stuffing only when
+    a line starts with '.') deliver exactly what smtplib's would."""
+    config = mail_smtp.SmtpConfig(smtp.host, smtp.port, "none")
+    with mail_smtp.Session(config) as session:
+        result = session.send("from@carrier.example", ["a@client.example",
+                                                       "b+tag@client.example"], raw)
+    assert {r: code for r, (code, _) in result.replies.items()} == {
+        "a@client.example": 250, "b+tag@client.example": 250}
+    got = smtp.messages[0]
+    assert got.mail_from == "from@carrier.example"
+    assert got.rcpt_tos == ["a@client.example", "b+tag@client.example"]
+    expected = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    assert got.raw == expected

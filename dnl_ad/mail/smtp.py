@@ -216,6 +216,39 @@ def _reply_text(code: int, msg: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}".strip()
 
 
+# MAIL, RCPT and DATA as smtplib sends them, without its per-message parsing: the outbox
+# holds addresses already validated and normalised (mail.message), so smtplib's quoteaddr
+# (an email.utils.parseaddr per address) would give "<addr>" back, and a message in which
+# no line starts with "." needs no dot-stuffing (smtplib runs a regex over every byte).
+# Internationalised addresses (SMTPUTF8) keep smtplib's own commands.
+
+def _mail(smtp: smtplib.SMTP, from_addr: str, options: Sequence[str]) -> tuple[int, bytes]:
+    if not from_addr.isascii() or any(o.lower() == "smtputf8" for o in options):
+        return smtp.mail(from_addr, options)
+    optionlist = " " + " ".join(options) if options and smtp.does_esmtp else ""
+    smtp.putcmd("mail", f"FROM:<{from_addr}>{optionlist}")
+    return smtp.getreply()
+
+
+def _rcpt(smtp: smtplib.SMTP, rcpt: str) -> tuple[int, bytes]:
+    if not rcpt.isascii():
+        return smtp.rcpt(rcpt)
+    smtp.putcmd("rcpt", f"TO:<{rcpt}>")
+    return smtp.getreply()
+
+
+def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
+    """smtplib.SMTP.data for bytes (SMTPDataError when DATA gets no 354)."""
+    if raw.startswith(b".") or b"\n." in raw:
+        return smtp.data(raw)
+    smtp.putcmd("data")
+    code, reply = smtp.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    smtp.send(raw + (b".\r\n" if raw.endswith(b"\r\n") else b"\r\n.\r\n"))
+    return smtp.getreply()
+
+
 class Session:
     """A lazily opened SMTP connection reused for a batch; reopened after a drop."""
 
@@ -330,7 +363,7 @@ class Session:
                     return SendResult({r: (553, why) for r in recipients})
                 options += ["SMTPUTF8"] + (["BODY=8BITMIME"] if smtp.has_extn("8bitmime")
                                            else [])
-            code, msg = smtp.mail(from_addr, options)
+            code, msg = _mail(smtp, from_addr, options)
             text = _reply_text(code, msg)
             if code == 530:  # "authentication / STARTTLS required": our setup, not the mail
                 self.close()
@@ -345,7 +378,7 @@ class Session:
                 return SendResult(replies, trouble=self._reset())
             accepted = []
             for rcpt in recipients:
-                code, msg = smtp.rcpt(rcpt)
+                code, msg = _rcpt(smtp, rcpt)
                 text = _reply_text(code, msg)
                 if server_wide(code, text):
                     self.close()
@@ -358,7 +391,7 @@ class Session:
             if not accepted:
                 return SendResult(replies, trouble=self._reset())
             try:
-                code, msg = smtp.data(raw)
+                code, msg = _data(smtp, raw)
             except smtplib.SMTPDataError as exc:  # DATA itself refused (no 354)
                 if not 400 <= exc.smtp_code < 600:
                     raise
