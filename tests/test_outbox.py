@@ -171,3 +171,32 @@ def test_the_message_is_stored_uncompressed_and_read_back_whole(database, settin
         cur.execute("SELECT message FROM dnl_ad.outbox WHERE dedupe_key = 'k-big'")
         stored = bytes(cur.fetchone()["message"])
     assert [r.message for r in rows] == [stored] and len(stored) > 30_000
+
+
+def _sent(row: outbox.Claimed) -> tuple[outbox.Mark, outbox.LogEntry]:
+    return (outbox.Mark(row.id, outbox.SENT, row.recipients, [], 1, NOW, None, NOW),
+            outbox.LogEntry(NOW, row.client_id, row.recipients, row.email_type,
+                            row.alert_rule, 0, "", "250 ok", row.subject, row.html_body))
+
+
+def test_record_marks_only_rows_under_its_claim_and_logs_only_those(database, settings,
+                                                                    conn) -> None:
+    factories.system(conn)
+    queue(database, settings, [notice("k1"), notice("k2")])
+    with database.transaction() as cur:
+        rows = outbox.claim(cur, "dnl_ad", now=NOW, limit=10, lease=dt.timedelta(minutes=5))
+    retry = outbox.Mark(rows[1].id, outbox.PENDING, ["a@x.example", "b@x.example"], [], 1,
+                        NOW + dt.timedelta(minutes=1), "451 later", NOW)
+    with database.single_statement() as cur:
+        marked = outbox.record(cur, "dnl_ad", [_sent(rows[0])[0], retry],
+                               [(rows[0].id, _sent(rows[0])[1])], "someone-else:token")
+    assert marked == set() and email_log(conn) == []
+    with database.single_statement() as cur:
+        marked = outbox.record(cur, "dnl_ad", [_sent(rows[0])[0], retry],
+                               [(rows[0].id, _sent(rows[0])[1])], rows[0].token)
+    assert marked == {rows[0].id, rows[1].id}
+    by_key = {r["dedupe_key"]: r for r in outbox_rows(conn)}
+    assert by_key["k1"]["status"] == "sent" and by_key["k2"]["status"] == "pending"
+    assert by_key["k2"]["done_addrs"] == ["a@x.example", "b@x.example"]
+    assert by_key["k2"]["last_error"] == "451 later" and by_key["k2"]["finished_at"] is None
+    assert [r["status"] for r in email_log(conn)] == [0]
