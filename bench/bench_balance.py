@@ -11,7 +11,8 @@ Prints, for each alert: the bare sweep query run by psql (server time, `\\timing
 the full sweep (query + render + enqueue + provider writes) when the episodes open, and
 again in the steady state (every due client already told today: only the query runs; best of 5 for
 both, as the host is shared);
-then the outbox drained through dnl_ad.delivery into an SmtpSink, in notices per second.
+then the outbox drained through dnl_ad.delivery into the SMTP sink (in its own process, as
+a relay is: bench/_support.RemoteSink), in notices per second.
 The steady-state sweep should cost about what psql's query costs: clients that are fine
 never reach Python.
 """
@@ -25,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from _support import (
+    RemoteSink,
     bare_send,
     bench_settings,
     drain,
@@ -41,7 +43,6 @@ from dnl_ad import clock, db
 from dnl_ad.alerts import balance_common, low_balance, zero_balance
 from dnl_ad.config import Settings
 from dnl_ad.devtools import demo_data
-from dnl_ad.devtools.smtp_sink import SmtpSink
 
 
 def _bare_query(database: db.Database, rule: balance_common.BalanceRule, now: dt.datetime,
@@ -102,7 +103,7 @@ def main() -> None:
             dsn, lambda cur: demo_data.generate(cur, n, now, traffic_hours=1)))
         print(f"{n:,} clients generated in {seconds:.1f} s "
               f"({'the real v5 schema' if v5 else 'the provider subset'})")
-        with SmtpSink() as sink:
+        with RemoteSink() as sink:
             settings = bench_settings(dsn, tmp, sink, delivery_batch=5000)
             database = db.Database(dsn)
             runs = [_bench_alert(module, database, settings, now)
@@ -111,7 +112,7 @@ def main() -> None:
             print("delivery:")
             sent, seconds = timed("  deliver the outbox to the SMTP sink",
                                   lambda: drain(database, settings, now), unit="ms")
-            print(f"    {sent:,} of {queued:,} notices sent, {len(sink.messages):,} "
+            print(f"    {sent:,} of {queued:,} notices sent, {sink.count():,} "
                   f"received: {sent / seconds:,.0f} notices/s delivery")
             total = t_queue + seconds
             show("  end to end (both opening sweeps + delivery)", total, unit="ms")

@@ -156,9 +156,10 @@ def test_episode_step_taken_by_another_daemon_is_not_repeated(conn, database, se
         assert sweep(database, settings).queued == 1
         # the other daemon acts on its stale row: the claim finds the episode taken
         with other.transaction() as cur:
-            got = balance_common._claim(cur, "dnl_ad", "zero_balance", stale,
-                                        NOW + dt.timedelta(seconds=1), NOW)
-        assert got is None
+            got = balance_common._claim_many(cur, "dnl_ad", "zero_balance", [stale],
+                                             NOW + dt.timedelta(seconds=1),
+                                             {stale["client_id"]: NOW})
+        assert got == {stale["client_id"]: None}
     finally:
         other.close()
     assert len(queued(conn, c["client_id"])) == 1
@@ -177,3 +178,34 @@ def test_null_credit_limit_counts_as_no_credit(conn, database, settings, caplog)
     assert result.queued == 1 and result.skipped == 0
     assert len(queued(conn, owing["client_id"])) == 1 and queued(conn, fine["client_id"]) == []
     assert "Traceback" not in caplog.text and "unknown client.mode" not in caplog.text
+
+
+def test_a_batch_takes_its_episode_steps_together_and_gives_back_a_failed_ones(
+        conn, database, settings, caplog) -> None:
+    """Episode steps are taken for a whole batch at once (opening and repeating together);
+    when one client's write fails, the batch is redone one client at a time and only that
+    client's step is given back: it is served at the next sweep, the others once."""
+    f.system(conn)
+    a, b = (f.client(conn, balance=-1.0, **PREPAY) for _ in range(2))
+    assert sweep(database, settings).queued == 2
+    c, d = (f.client(conn, balance=-1.0, **PREPAY) for _ in range(2))
+    with conn.cursor() as cur:  # the switch refuses writes to d's row for now
+        cur.execute("CREATE TABLE frozen (client_id integer PRIMARY KEY)")
+        cur.execute("INSERT INTO frozen VALUES (%s)", (d["client_id"],))
+        cur.execute("CREATE FUNCTION refuse_frozen() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN IF EXISTS (SELECT 1 FROM frozen WHERE client_id = NEW.client_id) "
+                    "THEN RAISE EXCEPTION 'client is frozen'; END IF; RETURN NEW; END $$")
+        cur.execute("CREATE TRIGGER refuse_d BEFORE UPDATE ON client FOR EACH ROW "
+                    "EXECUTE PROCEDURE refuse_frozen()")
+    later = NOW + dt.timedelta(days=1)
+    result = sweep(database, settings, later)
+    assert result.queued == 3 and result.skipped == 1          # a, b repeat; c opens
+    assert [len(queued(conn, x["client_id"])) for x in (a, b, c, d)] == [2, 2, 1, 0]
+    steps = {r["client_id"]: r["notices"] for r in f.rows(
+        conn, "SELECT client_id, notices FROM dnl_ad.balance_episode "
+              "WHERE kind = 'zero_balance'")}
+    assert steps == {a["client_id"]: 2, b["client_id"]: 2, c["client_id"]: 1}  # d: none
+    with conn.cursor() as cur:
+        cur.execute("DROP TRIGGER refuse_d ON client")
+    assert sweep(database, settings, later + dt.timedelta(minutes=1)).queued == 1  # d now
+    assert len(queued(conn, d["client_id"])) == 1

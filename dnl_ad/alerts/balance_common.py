@@ -291,30 +291,46 @@ def context(row: Mapping[str, Any], now: dt.datetime, zone: dt.tzinfo) -> dict[s
     }
 
 
-def _claim(cur: db.Cursor, schema: str, kind: str, row: Mapping[str, Any], now: dt.datetime,
-           next_due: dt.datetime) -> tuple[dt.datetime, int, int] | None:
-    """Take the next step of the client's episode: (episode start, notice number, days
-    with a notice), or None when another sweep (a second daemon) took it first."""
+Step = tuple[dt.datetime, int, int]  # an episode step: (start, notice number, days)
+
+
+def _claim_many(cur: db.Cursor, schema: str, kind: str, rows: Sequence[Mapping[str, Any]],
+                now: dt.datetime, next_due: Mapping[int, dt.datetime]
+                ) -> dict[int, Step | None]:
+    """Take the next step of each client's episode, for a whole batch in at most two
+    statements (episodes opening, episodes repeating): client -> (episode start, notice
+    number, days with a notice), or None when another sweep (a second daemon) took that
+    step first. Runs in the batch's transaction: a failed batch takes its steps back."""
     table = migrations.own(schema, EPISODE_TABLE)
     today = now.astimezone(dt.UTC).date()
-    if row["action"] == "open":
+    steps: dict[int, Step | None] = {r["client_id"]: None for r in rows}
+    opening = [r["client_id"] for r in rows if r["action"] == "open"]
+    repeating = [r for r in rows if r["action"] != "open"]
+    if opening:
         cur.execute(sql.SQL(
             "INSERT INTO {} (kind, client_id, started_at, notices, days, last_day, "
-            "last_sent_at, next_due_at) VALUES (%s, %s, %s, 1, 1, %s, %s, %s) "
+            "last_sent_at, next_due_at) SELECT %s, u.c, %s, 1, 1, %s, %s, u.due "
+            "FROM unnest(%s::int[], %s::timestamptz[]) AS u(c, due) "
             "ON CONFLICT (kind, client_id) DO NOTHING "
-            "RETURNING started_at, notices, days").format(table),
-            (kind, row["client_id"], now, today, now, next_due))
-    else:
+            "RETURNING client_id, started_at, notices, days").format(table),
+            (kind, now, today, now, opening, [next_due[c] for c in opening]))
+        steps.update({g["client_id"]: (g["started_at"], g["notices"], g["days"])
+                      for g in cur.fetchall()})
+    if repeating:
         cur.execute(sql.SQL(
-            "UPDATE {} SET notices = notices + 1, "
-            "days = days + CASE WHEN last_day IS DISTINCT FROM %s THEN 1 ELSE 0 END, "
-            "last_day = %s, last_sent_at = %s, next_due_at = %s "
-            "WHERE kind = %s AND client_id = %s AND started_at = %s AND notices = %s "
-            "RETURNING started_at, notices, days").format(table),
-            (today, today, now, next_due, kind, row["client_id"], row["started_at"],
-             row["notices"]))
-    got = cur.fetchone()
-    return (got["started_at"], got["notices"], got["days"]) if got else None
+            "UPDATE {} AS e SET notices = e.notices + 1, "
+            "days = e.days + CASE WHEN e.last_day IS DISTINCT FROM %s THEN 1 ELSE 0 END, "
+            "last_day = %s, last_sent_at = %s, next_due_at = u.due "
+            "FROM unnest(%s::int[], %s::timestamptz[], %s::int[], %s::timestamptz[]) "
+            "AS u(c, started, n, due) WHERE e.kind = %s AND e.client_id = u.c "
+            "AND e.started_at = u.started AND e.notices = u.n "
+            "RETURNING e.client_id, e.started_at, e.notices, e.days").format(table),
+            (today, today, now, [r["client_id"] for r in repeating],
+             [r["started_at"] for r in repeating], [r["notices"] for r in repeating],
+             [next_due[r["client_id"]] for r in repeating], kind))
+        steps.update({g["client_id"]: (g["started_at"], g["notices"], g["days"])
+                      for g in cur.fetchall()})
+    return steps
 
 
 def _adopt(cur: db.Cursor, schema: str, kind: str, row: Mapping[str, Any],
@@ -369,6 +385,7 @@ class BalanceSweep:
         self._pipe: pipeline.Pipeline | None = None
         self._keys: dict[int, str] = {}   # client -> dedupe key of its staged notice
         self._deferred = _Deferred()       # the batch's provider writes
+        self._steps: dict[int, Step | None] = {}  # the batch's episode steps, by client
 
     def run(self) -> SweepResult:
         reported = self.complaints.reported_bad(self.scope, self.rule.kind)
@@ -398,7 +415,8 @@ class BalanceSweep:
             served = [r for r in due if self._addressable(r)]
             done = self._in_batches(served, lambda cur, row: self._queue(cur, pipe, row),
                                     "queue the notice",
-                                    finish=_Finish(self._deferred, pipe))
+                                    finish=_Finish(self._deferred, pipe),
+                                    lock=self._lock_and_claim)
             for client_id, key in self._keys.items():  # staged: inserted at the batch's end
                 self._new[client_id] = pipe.outcomes.get(key) in ("queued", "failed")
             for row in done:
@@ -429,14 +447,16 @@ class BalanceSweep:
 
     def _in_batches(self, rows: list[Mapping[str, Any]],
                     work: Callable[[db.Cursor, Mapping[str, Any]], None],
-                    what: str, finish: batches.Finish | None = None
-                    ) -> list[Mapping[str, Any]]:
+                    what: str, finish: batches.Finish | None = None,
+                    lock: Callable[[db.Cursor, Sequence[Mapping[str, Any]]],
+                                   list[Mapping[str, Any]]] = lambda cur, chunk:
+                    _lockable(cur, chunk)) -> list[Mapping[str, Any]]:
         kind = self.rule.kind
         outcome = batches.run(
             self.database, rows, work, dry_run=self.settings.dry_run,
             size=self.settings.sweep_batch, finish=finish,
             describe=lambda r: f"{kind}: client {r['client_id']} ({r['name']}): {what}",
-            lock=lambda cur, chunk: _lockable(cur, chunk))
+            lock=lock)
         for row in outcome.locked:
             self.result.skipped += 1
             self.complaints.warn(self.scope, kind, row["client_id"], "locked",
@@ -505,13 +525,24 @@ class BalanceSweep:
                                  ", ".join(invalid), ", ".join(valid))
         return True
 
+    def _lock_and_claim(self, cur: db.Cursor, chunk: Sequence[Mapping[str, Any]]
+                        ) -> list[Mapping[str, Any]]:
+        """A queue batch's start: lock its clients, then take their episode steps in one
+        go (_claim_many), for _queue to use."""
+        rows = _lockable(cur, chunk)
+        next_due = {r["client_id"]: self.rule.next_due(r, self.now, self._zone(r))
+                    for r in rows}
+        self._steps = _claim_many(cur, self.settings.own_schema, self.rule.kind, rows,
+                                  self.now, next_due)
+        return rows
+
     def _queue(self, cur: db.Cursor, pipe: pipeline.Pipeline, row: Mapping[str, Any]) -> None:
-        """Claim the episode step, write the provider columns, queue the notice."""
+        """Write the provider columns and queue the notice for the episode step its batch
+        took (_lock_and_claim)."""
         kind, client_id = self.rule.kind, row["client_id"]
         _, valid, _ = self._recipients(row)
         zone = self._zone(row)
-        next_due = self.rule.next_due(row, self.now, zone)
-        claimed = _claim(cur, self.settings.own_schema, kind, row, self.now, next_due)
+        claimed = self._steps.get(client_id)
         if claimed is None:
             log.info("%s: client %s: episode step already taken by another sweep", kind,
                      client_id)
