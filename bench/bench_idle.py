@@ -4,9 +4,11 @@ Run: .venv/bin/python bench/bench_idle.py [--clients 100000] [--seconds 60]
 
 1. An embedded PostgreSQL gets the provider subset and demo_data for N clients.
 2. The data is settled so that nothing is due, while every alert stays enabled: all
-   balances are healthy, every rate deck is downloaded, and CATCHUP_HOURS=0 keeps the
-   daily reports of the day that just ended from being sent. The sweeps still run their
-   queries over all N clients at the default cadences (60 s; delivery every 5 s).
+   balances are healthy, every rate deck is downloaded, the demo's usage limits, fraud,
+   quality, period, traffic and watch-list triggers are out of reach (settle()), and
+   CATCHUP_HOURS=0 keeps the daily reports of the day that just ended from being sent.
+   The sweeps still run their queries over all N clients at the default cadences (60 s;
+   delivery every 5 s).
 3. The real daemon (`python -m dnl_ad run`, its own process) starts; once it has logged
    its start, its CPU time (utime + stime from /proc) is sampled, after a first window
    (start-up: every sweep's first run, which reads every client once) and after a second
@@ -28,6 +30,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 from _support import populate, provider_database
@@ -66,11 +69,26 @@ while True:
 """
 
 
+UNREACHABLE = 1_000_000_000
+
+
 def settle(cur: db.Cursor) -> None:
-    """Nothing due, everything enabled (set-based statements, bound values only)."""
+    """Nothing due, everything enabled (set-based statements, bound values only): the
+    demo data's triggers for alerts 8-14 get limits their traffic never reaches, so
+    every sweep still reads its rules and traffic and finds nothing to send."""
     cur.execute("UPDATE c4_client_balance SET balance = %s", (1_000_000,))
     cur.execute("UPDATE rate_send_log_detail SET download_date = %s",
                 (dt.datetime.now(dt.timezone.utc),))
+    cur.execute("UPDATE client SET hourly_limit = %s, daily_limit = %s "            # 8
+                "WHERE hourly_limit IS NOT NULL OR daily_limit IS NOT NULL",
+                (UNREACHABLE, UNREACHABLE))
+    cur.execute("UPDATE fraud_detection SET hourly_revenue = %s "                  # 9
+                "WHERE hourly_revenue > 0", (UNREACHABLE,))
+    cur.execute("UPDATE alert_rules SET min_call_attempt = %s", (UNREACHABLE,))    # 11
+    cur.execute("UPDATE dnl_ad.period_rule SET min_calls = %s", (UNREACHABLE,))   # 12
+    cur.execute("UPDATE traffic_alert SET greater_hour = %s", (UNREACHABLE,))      # 13
+    cur.execute("DELETE FROM cdr_report_detail WHERE ingress_code = %s",           # 14
+                ("5351234",))
     cur.execute("ANALYZE")
 
 
@@ -121,7 +139,9 @@ def main() -> int:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
             mails = len(sink.messages)
+            kinds = Counter(m.message.get("X-DNL-AD-Kind", "?") for m in sink.messages)
         text = log.read_text()
+        errors = [line for line in text.splitlines() if " ERROR " in line]
     print(f"windows: 2 x {args.seconds:.0f} s idle with {args.clients} clients "
           f"(sweeps every 60 s, delivery every 5 s)")
     for label, a, b, t in (("start-up window (first run of every sweep)", cpu0, cpu1,
@@ -132,8 +152,11 @@ def main() -> int:
               f"; bare baseline {b[1] - a[1]:.2f} s ({100 * (b[1] - a[1]) / t:.2f} %)")
     print(f"daemon peak RSS: {peak_kb[0] / 1024:.1f} MiB (RSS at the end "
           f"{rss_kb[0] / 1024:.1f} MiB); bare baseline peak {peak_kb[1] / 1024:.1f} MiB")
-    print(f"mails sent during the run: {mails} (expected 0: nothing is due)")
-    print(f"errors in the daemon log: {text.count(' ERROR ')}; exit status after SIGTERM: {code}")
+    print(f"mails sent during the run: {mails} (expected 0: nothing is due)"
+          + (f": {dict(kinds)}" if mails else ""))
+    print(f"errors in the daemon log: {len(errors)}; exit status after SIGTERM: {code}")
+    for line in errors[:5]:
+        print(f"  {line[:300]}")
     return 0
 
 
