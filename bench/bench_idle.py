@@ -49,6 +49,21 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of `pid`: the main thread (the loop and every job) and
+    the others by thread id (the HA heartbeat, SMTP sessions, the metrics server)."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        name = "main" if task.name == str(pid) else f"thread {task.name}"
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        found[name] = found.get(name, 0.0) + seconds
+    return found
+
+
 def status_kb(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -130,8 +145,10 @@ def main() -> int:
             cpu0, t0 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
             time.sleep(args.seconds)
             cpu1, t1 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
+            threads1 = thread_seconds(proc.pid)
             time.sleep(args.seconds)
             cpu2, t2 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
+            threads2 = thread_seconds(proc.pid)
             peak_kb = [status_kb(p.pid, "VmHWM") for p in procs]
             rss_kb = [status_kb(p.pid, "VmRSS") for p in procs]
             bare.kill()
@@ -150,6 +167,9 @@ def main() -> int:
         print(f"{label}:")
         print(f"  daemon CPU: {b[0] - a[0]:.2f} s ({100 * (b[0] - a[0]) / t:.2f} % of one core)"
               f"; bare baseline {b[1] - a[1]:.2f} s ({100 * (b[1] - a[1]) / t:.2f} %)")
+    print("  daemon CPU by thread, steady window: " + ", ".join(
+        f"{name} {threads2[name] - threads1.get(name, 0.0):.2f} s" for name in sorted(
+            threads2, key=lambda k: threads1.get(k, 0.0) - threads2[k])))
     print(f"daemon peak RSS: {peak_kb[0] / 1024:.1f} MiB (RSS at the end "
           f"{rss_kb[0] / 1024:.1f} MiB); bare baseline peak {peak_kb[1] / 1024:.1f} MiB")
     print(f"mails sent during the run: {mails} (expected 0: nothing is due)"
