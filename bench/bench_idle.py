@@ -159,6 +159,7 @@ def main() -> int:
             kinds = Counter(m.message.get("X-DNL-AD-Kind", "?") for m in sink.messages)
         text = log.read_text()
         errors = [line for line in text.splitlines() if " ERROR " in line]
+        per_job = jobs_cpu(dsn)
     print(f"windows: 2 x {args.seconds:.0f} s idle with {args.clients} clients "
           f"(sweeps every 60 s, delivery every 5 s)")
     for label, a, b, t in (("start-up window (first run of every sweep)", cpu0, cpu1,
@@ -177,7 +178,43 @@ def main() -> int:
     print(f"errors in the daemon log: {len(errors)}; exit status after SIGTERM: {code}")
     for line in errors[:5]:
         print(f"  {line[:300]}")
+    print("the jobs' own CPU in steady state, run in this process on the same data (less "
+          "sensitive to a busy host than the windows above: no wake-ups, no other threads):")
+    total = 0.0
+    for name, (ms, period) in sorted(per_job.items(), key=lambda kv: -kv[1][0] * 60 /
+                                     kv[1][1]):
+        total += ms * 60 / period
+        print(f"  {name:<22}{ms:7.1f} ms a run, every {period:>4} s: "
+              f"{ms * 60 / period:6.1f} ms a minute")
+    print(f"  all jobs: {total:.0f} ms a minute = {total / 600:.3f} % of one core")
     return 0
+
+
+def jobs_cpu(dsn: str, rounds: int = 4) -> dict[str, tuple[float, int]]:
+    """Each standard job's CPU time per run (the median of the runs after the first, which
+    reads every client once) and its period, with the daemon's defaults."""
+    import logging
+
+    from dnl_ad import scheduler
+    from dnl_ad.config import Settings
+
+    logging.disable(logging.WARNING)  # the first run's lines were in the daemon's log
+
+    settings = Settings(connection_string=dsn, catchup_hours=0, smtp_host="127.0.0.1",
+                        smtp_security="none",
+                        cdr_download_url="https://portal.carrier.example/cdr")
+    database = db.Database(dsn)
+    jobs = scheduler.standard_jobs(scheduler.Loop(settings, database))
+    now = dt.datetime.now(dt.timezone.utc)
+    seen: dict[str, list[float]] = {job.name: [] for job in jobs}
+    for n in range(rounds):
+        for job in jobs:
+            started = time.thread_time()
+            job.func(now + dt.timedelta(seconds=60 * n))
+            seen[job.name].append(1000 * (time.thread_time() - started))
+    database.close()
+    return {job.name: (sorted(seen[job.name][1:])[(rounds - 1) // 2], job.period)
+            for job in jobs}
 
 
 if __name__ == "__main__":

@@ -267,6 +267,10 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
         return result
     schema = settings.own_schema
     lease = lease_for(settings)
+    with database.single_statement() as cur:  # idle: this one query, every few seconds
+        if not outbox.anything_to_do(cur, schema, now=now, expire_before=now - dt.timedelta(
+                hours=settings.delivery_max_age_hours)):
+            return result
     with database.transaction() as cur:
         result.expired = _expire(cur, settings, now)
         servers = _Servers.load(cur, settings)

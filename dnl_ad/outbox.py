@@ -222,6 +222,18 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
                  failed, subject, html, message, attempts, _, sender_id) in rows]
 
 
+def anything_to_do(cur: Cursor, schema: str, *, now: dt.datetime,
+                   expire_before: dt.datetime) -> bool:
+    """Is any pending notice due now (and not under a live lease), or old enough to
+    expire? One cheap indexed query: a delivery run with nothing to do asks only this."""
+    cur.execute(sql.SQL(
+        "SELECT EXISTS (SELECT 1 FROM {t} WHERE status = 'pending'"
+        " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+        " AND (next_attempt_at <= %(now)s OR created_at <= %(old)s)) AS due").format(
+            t=_table(schema)), {"now": now, "old": expire_before})
+    return bool(cur.fetchone()["due"])
+
+
 @dataclass(frozen=True)
 class Mark:
     """The new state of one claimed row after an attempt."""

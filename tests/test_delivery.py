@@ -339,3 +339,27 @@ def test_unusable_smtp_port_in_system_parameter_claims_nothing(database, setting
     # With SMTP_PORT set in the ini, the broken column no longer matters.
     assert delivery.deliver(database, settings, now=NOW).sent == 1
     assert "usable again" in caplog.text
+
+
+def test_an_idle_run_asks_one_question_and_a_due_one_delivers(database, settings, conn,
+                                                              smtp) -> None:
+    """With nothing due (nor old enough to expire) a run sends one indexed query and
+    stops: no claim, no SMTP settings read (the daemon runs it every DELIVERY_SECONDS)."""
+    factories.system(conn)
+
+    def last_query() -> str:
+        pid = database.connection().get_backend_pid()
+        with conn.cursor() as cur:
+            cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+            return cur.fetchone()["query"]
+
+    assert delivery.deliver(database, settings, now=NOW).total == 0
+    assert "SELECT EXISTS" in last_query() and "claim_token" not in last_query()
+    queue(database, settings, [notice("k-later")])
+    with conn.cursor() as cur:  # retried later: pending, not yet due
+        cur.execute("UPDATE dnl_ad.outbox SET next_attempt_at = %s",
+                    (NOW + dt.timedelta(minutes=5),))
+    assert delivery.deliver(database, settings, now=NOW).total == 0
+    assert "SELECT EXISTS" in last_query() and smtp.messages == []
+    result = delivery.deliver(database, settings, now=NOW + dt.timedelta(minutes=5))
+    assert result.sent == 1 and len(smtp.messages) == 1
