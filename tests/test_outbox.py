@@ -200,3 +200,36 @@ def test_record_marks_only_rows_under_its_claim_and_logs_only_those(database, se
     assert by_key["k2"]["done_addrs"] == ["a@x.example", "b@x.example"]
     assert by_key["k2"]["last_error"] == "451 later" and by_key["k2"]["finished_at"] is None
     assert [r["status"] for r in email_log(conn)] == [0]
+
+
+def test_one_outcome_is_recorded_by_a_prepared_statement_that_survives_a_pooler(
+        database, settings, conn) -> None:
+    """One outcome is recorded by a statement prepared once per connection; when the
+    server session loses it (a pooler's DEALLOCATE ALL, or another server session) the
+    general statement records it, and the next outcome prepares it again."""
+    factories.system(conn)
+    queue(database, settings, [notice(f"k{i}") for i in range(4)])
+    with database.transaction() as cur:
+        rows = outbox.claim(cur, "dnl_ad", now=NOW, limit=10, lease=dt.timedelta(minutes=5))
+
+    def record(row: outbox.Claimed) -> set[int]:
+        mark, entry = _sent(row)
+        with database.single_statement() as cur:
+            return outbox.record(cur, "dnl_ad", [mark], [(row.id, entry)], row.token)
+
+    def prepared() -> int:
+        with database.single_statement() as cur:
+            cur.execute("SELECT count(*) AS n FROM pg_prepared_statements "
+                        "WHERE name LIKE 'dnl_ad_record_one%%'")
+            return cur.fetchone()["n"]
+
+    assert record(rows[0]) == {rows[0].id} and prepared() == 1
+    assert record(rows[1]) == {rows[1].id} and prepared() == 1
+    with database.single_statement() as cur:
+        cur.execute("DEALLOCATE ALL")
+    assert record(rows[2]) == {rows[2].id} and prepared() == 0  # the general statement
+    assert record(rows[3]) == {rows[3].id} and prepared() == 1  # prepared again
+    assert {r["dedupe_key"]: r["status"] for r in outbox_rows(conn)} == {
+        f"k{i}": "sent" for i in range(4)}
+    logged = email_log(conn)
+    assert len(logged) == 4 and {r["status"] for r in logged} == {0}
