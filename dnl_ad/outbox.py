@@ -191,6 +191,10 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
     only when listed in `own_senders`; every other row goes through the default server
     and is claimed only when `default_server` (a server backed off is skipped)."""
     token = uuid.uuid4().hex
+    # The claim commits synchronously even where the server's default is not: that
+    # flushes every sweep commit it saw (db.unit_of_work commits without waiting), so no
+    # notice is sent that a crash of the database server could still take back.
+    cur.execute("SET LOCAL synchronous_commit TO on")
     # plain tuples, not mapping rows: a batch is thousands of rows of whole messages
     with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
         plain.execute(

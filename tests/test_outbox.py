@@ -233,3 +233,24 @@ def test_one_outcome_is_recorded_by_a_prepared_statement_that_survives_a_pooler(
         f"k{i}": "sent" for i in range(4)}
     logged = email_log(conn)
     assert len(logged) == 4 and {r["status"] for r in logged} == {0}
+
+
+def test_sweeps_commit_without_waiting_and_the_claim_waits_for_them(database, settings,
+                                                                    conn) -> None:
+    """A sweep's unit of work commits with synchronous_commit off; the claim commits
+    synchronously even when the server's default is off, which makes every notice it
+    takes durable before it is sent."""
+    from dnl_ad import db
+
+    factories.system(conn)
+    with db.unit_of_work(database, dry_run=False) as cur:
+        cur.execute("SELECT current_setting('synchronous_commit') AS s")
+        assert cur.fetchone()["s"] == "off"
+    queue(database, settings, [notice("k1")])
+    with database.transaction() as cur:
+        cur.execute("SET synchronous_commit TO off")  # as a server's default may be
+    with database.transaction() as cur:
+        assert len(outbox.claim(cur, "dnl_ad", now=NOW, limit=5,
+                                lease=dt.timedelta(minutes=5))) == 1
+        cur.execute("SELECT current_setting('synchronous_commit') AS s")
+        assert cur.fetchone()["s"] == "on"
