@@ -202,9 +202,7 @@ class Database:
                 yield cur
             conn.commit()
         except BaseException as exc:
-            if is_connection_error(exc) or conn.closed:
-                self._mark_down(exc)
-                self.drop()
+            if self._lost(conn, exc):
                 raise
             try:
                 conn.rollback()
@@ -225,13 +223,20 @@ class Database:
             with conn.cursor() as cur:
                 yield cur
         except BaseException as exc:
-            if is_connection_error(exc) or conn.closed:
-                self._mark_down(exc)
-                self.drop()
+            self._lost(conn, exc)
             raise
         finally:
             if not conn.closed:
                 conn.autocommit = False
+
+    def _lost(self, conn: Connection, exc: BaseException) -> bool:
+        """After `exc` on `conn`: when it says the server is gone, note the outage and
+        forget the connection (the next use reconnects). True when so."""
+        if is_connection_error(exc) or conn.closed:
+            self._mark_down(exc)
+            self.drop()
+            return True
+        return False
 
     def run(self, work: Callable[[Cursor], Any], *, retries: int = 2) -> Any:
         """Run `work(cursor)` in a transaction, retrying it whole when the server went away.
