@@ -296,3 +296,20 @@ def test_a_missing_template_file_is_logged_once_per_sweep(tmp_path: Path, caplog
     assert all("Client Co" in o.html for o in outs)  # every notice still has a body
     missing = [r for r in caplog.records if "missing or broken" in r.getMessage()]
     assert len(missing) == 1
+
+
+def test_a_changed_template_file_is_used_from_the_next_sweep_on(tmp_path: Path) -> None:
+    """Template files (and the layouts they extend) are checked for changes once per
+    MailConfig, i.e. once per sweep, not at every notice."""
+    import os
+
+    first = file_config(tmp_path, "{% extends '_layout.html.j2' %}{% block body %}v1"
+                                  "{% endblock %}")
+    assert "v1" in render_notice(notice(), first).html
+    layout = tmp_path / "_layout.html.j2"
+    layout.write_text("LAYOUT2 {% block body %}{% endblock %}", encoding="utf-8")
+    later = layout.stat().st_mtime + 10
+    os.utime(layout, (later, later))
+    assert "LAYOUT2" not in render_notice(notice("k2"), first).html  # same sweep
+    second = MailConfig({}, {}, {}, tmp_path)
+    assert "LAYOUT2 v1" in render_notice(notice("k3"), second).html  # the next sweep

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from email.utils import parseaddr
@@ -273,6 +273,17 @@ def display_values(context: Mapping[str, Any], *, html: bool) -> dict[str, Any]:
     return out
 
 
+def display_pair(context: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """display_values for HTML and for text in one pass: they differ only where a value
+    is a Markup fragment (as is in HTML, as text in the text part)."""
+    html = display_values(context, html=True)
+    text = dict(html)
+    for key, value in html.items():
+        if isinstance(value, Markup):
+            text[key] = html_to_text(value).strip()
+    return html, text
+
+
 # --- environments ----------------------------------------------------------------
 
 @cache
@@ -308,12 +319,34 @@ def _contact_addresses(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found))
 
 
+class _FileLoader(FileSystemLoader):
+    """A FileSystemLoader that checks whether a file changed once per MailConfig (i.e.
+    once per sweep), not at every render: each `{% extends %}` of a default template
+    would otherwise read the layout file's date for every notice."""
+
+    generation = 0  # bumped by every new MailConfig
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str | None,
+                                                                    Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        checked = {_FileLoader.generation: True}  # just read: current in this sweep
+
+        def once_per_sweep() -> bool:
+            generation = _FileLoader.generation
+            if generation not in checked:
+                checked.clear()
+                checked[generation] = bool(uptodate()) if uptodate else False
+            return checked[generation]
+
+        return source, filename, once_per_sweep
+
+
 @lru_cache(maxsize=8)
 def _default_env(template_dir: str) -> sandbox.FileSandbox:
     """The TEMPLATE_DIR files' environment (see sandbox.FileSandbox for why it is not the
     bounded one)."""
     env = _add_helpers(sandbox.FileSandbox(
-        loader=FileSystemLoader(template_dir),
+        loader=_FileLoader(template_dir),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         keep_trailing_newline=True,
     ))
@@ -421,6 +454,9 @@ class MailConfig:
         return cls(templates, senders, system, Path(settings.template_dir),
                    default_from=settings.smtp_from, max_recipients=settings.max_recipients,
                    reply_to=settings.reply_to, sender_rows=sender_rows)
+
+    def __post_init__(self) -> None:
+        _FileLoader.generation += 1  # a new sweep: template files are checked again
 
     def part(self, template: str, part: str) -> Any:
         return self.templates.get(column(template, part))
@@ -547,8 +583,7 @@ def render_notice(notice: Notice, config: MailConfig) -> Rendered:
     fall back to the default template); raises BadAmount for bad data, before rendering."""
     kind = notice.kind
     compiled = config.compiled(notice.template, kind)
-    html_values = display_values(notice.context, html=True)
-    text_values = display_values(notice.context, html=False)
+    html_values, text_values = display_pair(notice.context)
     sources = []
 
     subject = None
