@@ -106,7 +106,8 @@ def enqueue_many(cur: Cursor, schema: str, items: Sequence[tuple[Notice, Mail]])
     values = [
         (notice.dedupe_key, notice.kind, notice.client_id, notice.resource_id,
          EMAIL_TYPE[notice.kind], notice.alert_rule, mail.from_addr, mail.to, mail.cc,
-         list(mail.rejected), mail.subject, mail.text, mail.html, mail.raw, mail.message_id,
+         list(mail.rejected), mail.subject, mail.text, mail.html, *_message_value(mail.raw),
+         mail.message_id,
          FAILED if mail.error else PENDING, mail.error or None, notice.decided_at,
          notice.decided_at, notice.decided_at if mail.error else None,
          mail.sender_id or None)
@@ -122,8 +123,8 @@ def enqueue_many(cur: Cursor, schema: str, items: Sequence[tuple[Notice, Mail]])
         ).format(_table(schema)).as_string(cur),
         values,
         template="(%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[], %s::text[], %s, %s,"
-                 " %s, %s, %s, %s, %s, %s::timestamptz, %s::timestamptz, %s::timestamptz,"
-                 " %s)",
+                 " %s, coalesce(convert_to(%s, 'UTF8'), %s::bytea), %s, %s, %s,"
+                 " %s::timestamptz, %s::timestamptz, %s::timestamptz, %s)",
         page_size=len(values), fetch=True)
     new = {r["dedupe_key"] for r in rows}
     log_outcomes(cur, [LogEntry(
@@ -132,6 +133,14 @@ def enqueue_many(cur: Cursor, schema: str, items: Sequence[tuple[Notice, Mail]])
         EMAIL_TYPE[notice.kind], notice.alert_rule, 1, mail.error, "", mail.subject,
         mail.html) for notice, mail in items if mail.error and notice.dedupe_key in new])
     return new
+
+
+def _message_value(raw: bytes) -> tuple[str | None, bytes | None]:
+    """The message for enqueue_many's `coalesce(convert_to(text, 'UTF8'), bytea)`: an ASCII
+    message (nearly every one: headers encoded, parts in base64) travels as text, which
+    the server stores as the same bytes and reads faster than bytea's hex form (twice the
+    size); any other as bytea."""
+    return (raw.decode("ascii"), None) if raw.isascii() else (None, raw)
 
 
 def already_queued(cur: Cursor, schema: str, keys: list[str]) -> set[str]:

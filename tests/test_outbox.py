@@ -254,3 +254,19 @@ def test_sweeps_commit_without_waiting_and_the_claim_waits_for_them(database, se
                                 lease=dt.timedelta(minutes=5))) == 1
         cur.execute("SELECT current_setting('synchronous_commit') AS s")
         assert cur.fetchone()["s"] == "on"
+
+
+def test_a_batch_stores_every_message_byte_for_byte(database, settings, conn) -> None:
+    """enqueue_many sends an ASCII message as text (convert_to) and any other as bytea:
+    both are stored exactly as built."""
+    factories.system(conn)
+    pipeline = queue(database, settings, [])  # a Pipeline with this database's mail settings
+    plain = notice("k-ascii", recipients="billing@client.example")
+    utf8 = notice("k-utf8", recipients="名前@例え.jp")
+    items = [pipeline._prepare(plain), pipeline._prepare(utf8)]
+    assert items[0][1].raw.isascii() and not items[1][1].raw.isascii()
+    with database.transaction() as cur:
+        assert outbox.enqueue_many(cur, "dnl_ad", items) == {"k-ascii", "k-utf8"}
+        cur.execute("SELECT dedupe_key, message FROM dnl_ad.outbox")
+        stored = {r["dedupe_key"]: bytes(r["message"]) for r in cur.fetchall()}
+    assert stored == {"k-ascii": items[0][1].raw, "k-utf8": items[1][1].raw}
