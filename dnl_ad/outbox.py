@@ -11,10 +11,10 @@ Life of a row:
    deliverers never take the same row; a deliverer that dies mid-batch leaves leases
    that expire (or that the next active daemon frees at start: `release_dead_leases`),
    and the rows are claimed again.
-3. `mark` records each outcome (sent / retry at a later time / failed) and clears the
+3. `record` writes each outcome (sent / retry at a later time / failed) and clears the
    lease, only on rows still under the caller's claim token (a deliverer whose lease ran
-   out and whose rows were claimed since marks nothing); `log_outcomes` writes the
-   provider's email_log rows for final outcomes.
+   out and whose rows were claimed since marks nothing), with the provider's email_log
+   row for a final outcome, in one statement.
 4. `defer` gives rows back untouched but for the server's trouble in `last_error` (the
    server was unreachable, closing or rate-limiting: no attempt is charged), and
    `server_trouble` / `server_ok` keep the server-wide backoff (table smtp_backoff).
@@ -260,35 +260,6 @@ class Mark:
     next_attempt_at: dt.datetime
     last_error: str | None
     attempted_at: dt.datetime
-
-
-def mark(cur: Cursor, schema: str, marks: Iterable[Mark], token: str) -> set[int]:
-    """Record attempts (one statement for many rows) and clear their leases, only on rows
-    still held under claim `token` (a row another deliverer claimed since is left alone).
-    Returns the ids marked."""
-    values = [(m.id, m.status, list(m.done_addrs), list(m.failed_addrs), m.attempts,
-               m.next_attempt_at, m.last_error, m.attempted_at,
-               None if m.status == PENDING else m.attempted_at, token) for m in marks]
-    if not values:
-        return set()
-    marked = execute_values(
-        cur,
-        sql.SQL(
-            "UPDATE {} AS o SET status = v.status, done_addrs = v.done,"
-            " failed_addrs = v.failed, attempts = v.attempts, next_attempt_at = v.next_at,"
-            " last_error = v.err, last_attempt_at = v.tried, finished_at = v.fin,"
-            " lease_until = NULL, claim_token = NULL "
-            "FROM (VALUES %s) AS v(id, status, done, failed, attempts, next_at, err, tried, fin,"
-            " token) WHERE o.id = v.id AND o.claim_token = v.token AND o.status = 'pending'"
-            " RETURNING o.id"
-        ).format(_table(schema)).as_string(cur),
-        values,
-        template="(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"
-                 " %s::text, %s::timestamptz, %s::timestamptz, %s::text)",
-        fetch=True,
-        page_size=max(len(values), 1),
-    )
-    return {r["id"] for r in marked}
 
 
 _MARK_ROW = ("(%s::bigint, %s::text, %s::text[], %s::text[], %s::int, %s::timestamptz,"

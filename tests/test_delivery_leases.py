@@ -43,12 +43,12 @@ def test_two_deliverers_a_lost_lease_is_one_warning_and_no_double_mark(
     assert len(warnings) == 1 and a.released == 0
 
     # B records its own outcomes: one mark and one email_log row per notice
-    with other.transaction() as cur:
-        marked = outbox.mark(cur, "dnl_ad", [outbox.Mark(
+    with other.single_statement() as cur:
+        marked = outbox.record(cur, "dnl_ad", [outbox.Mark(
             r.id, outbox.SENT, r.todo, [], 1, NOW + lease + S, None, NOW + lease + S)
-            for r in taken], taken[0].token)
-        outbox.log_outcomes(cur, [outbox.LogEntry(NOW, r.client_id, r.recipients, 1, "", 0,
-                                                  "", "250", r.subject, "") for r in taken])
+            for r in taken], [(r.id, outbox.LogEntry(NOW, r.client_id, r.recipients, 1, "",
+                                                     0, "", "250", r.subject, ""))
+                              for r in taken], taken[0].token)
     other.close()
     assert marked == {r.id for r in taken}
     assert len(email_log(conn)) == 4
@@ -60,8 +60,8 @@ def test_a_lease_that_ran_out_unclaimed_still_records(database, settings, conn, 
     queue(database, settings, [notice()])
     with database.transaction() as cur:
         [row] = outbox.claim(cur, "dnl_ad", now=NOW, limit=1, lease=S)
-        marked = outbox.mark(cur, "dnl_ad", [outbox.Mark(
-            row.id, outbox.SENT, row.todo, [], 1, NOW, None, NOW + 10 * S)], row.token)
+        marked = outbox.record(cur, "dnl_ad", [outbox.Mark(
+            row.id, outbox.SENT, row.todo, [], 1, NOW, None, NOW + 10 * S)], [], row.token)
     assert marked == {row.id} and outbox_rows(conn)[0]["status"] == "sent"
 
 
