@@ -70,19 +70,10 @@ def run(database: db.Database, items: Sequence[T], work: Callable[[db.Cursor, T]
     outcome: Outcome[T] = Outcome()
     for batch in chunks(items, size):
         try:
-            with db.unit_of_work(database, dry_run=dry_run) as cur:
-                served = list(lock(cur, batch)) if lock else list(batch)
-                for item in served:
-                    work(cur, item)
-                if finish is not None:
-                    finish.flush(cur)
+            served = _in_one_transaction(database, batch, work, dry_run, lock, finish)
         except db.CONNECTION_ERRORS:
-            if finish is not None:
-                finish.discard()
             raise
         except Exception:
-            if finish is not None:
-                finish.discard()
             log.debug("a batch of %d failed; redone one item per transaction", len(batch))
             _one_by_one(database, batch, work, dry_run, describe, lock, outcome, finish)
             continue
@@ -92,6 +83,27 @@ def run(database: db.Database, items: Sequence[T], work: Callable[[db.Cursor, T]
     return outcome
 
 
+def _in_one_transaction(database: db.Database, items: Sequence[T],
+                        work: Callable[[db.Cursor, T], None], dry_run: bool,
+                        lock: Callable[[db.Cursor, Sequence[T]], Sequence[T]] | None,
+                        finish: Finish | None) -> list[T]:
+    """Lock what can be locked, do each locked item's work, write what they staged and
+    commit; on any error the transaction rolls back and the staged writes are dropped.
+    Returns the items served (the locked ones)."""
+    try:
+        with db.unit_of_work(database, dry_run=dry_run) as cur:
+            served = list(lock(cur, items)) if lock else list(items)
+            for item in served:
+                work(cur, item)
+            if finish is not None:
+                finish.flush(cur)
+    except BaseException:
+        if finish is not None:
+            finish.discard()
+        raise
+    return served
+
+
 def _one_by_one(database: db.Database, batch: Sequence[T],
                 work: Callable[[db.Cursor, T], None], dry_run: bool,
                 describe: Callable[[T], str],
@@ -99,27 +111,17 @@ def _one_by_one(database: db.Database, batch: Sequence[T],
                 outcome: Outcome[T], finish: Finish | None) -> None:
     for item in batch:
         try:
-            with db.unit_of_work(database, dry_run=dry_run) as cur:
-                if lock and not list(lock(cur, [item])):
-                    outcome.locked.append(item)
-                    continue
-                work(cur, item)
-                if finish is not None:
-                    finish.flush(cur)
+            served = _in_one_transaction(database, [item], work, dry_run, lock, finish)
         except db.CONNECTION_ERRORS:
-            if finish is not None:
-                finish.discard()
             raise
         except Exception as exc:
-            if finish is not None:
-                finish.discard()
             log.exception("%s: failed and rolled back; the others go on, it is retried next "
                           "sweep", describe(item))
             outcome.failed.append(item)
             outcome.errors.append(db.scrub(f"{describe(item)}: {type(exc).__name__}: "
                                            f"{exc}").strip())
             continue
-        outcome.done.append(item)
+        (outcome.done if served else outcome.locked).append(item)
 
 
 def lock_clients(cur: db.Cursor, client_ids: Sequence[int]) -> set[int]:
