@@ -8,7 +8,8 @@ Run: .venv/bin/python bench/bench_idle.py [--clients 100000] [--seconds 60]
    quality, period, traffic and watch-list triggers are out of reach (settle()), and
    CATCHUP_HOURS=0 keeps the daily reports of the day that just ended from being sent.
    The sweeps still run their queries over all N clients at the default cadences (60 s;
-   delivery every 5 s).
+   delivery every 5 s while mail waits, else when a waiting notice falls due or once a
+   minute). `--ha` runs it with HA_STANDBY=true (its heartbeat: 20 more wake-ups a minute).
 3. The real daemon (`python -m dnl_ad run`, its own process) starts; once it has logged
    its start, its CPU time (utime + stime from /proc) is sampled, after a first window
    (start-up: every sweep's first run, which reads every client once) and after a second
@@ -64,6 +65,25 @@ def thread_seconds(pid: int) -> dict[str, float]:
     return found
 
 
+def switches(pid: int) -> int:
+    """Voluntary context switches of every thread of `pid`: how often it went to sleep,
+    i.e. its wake-ups (a sleep until the next job, a wait for the server's answer)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += status_kb_of(task / "status", "voluntary_ctxt_switches")
+        except OSError:
+            continue
+    return total
+
+
+def status_kb_of(path: Path, key: str) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def status_kb(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -111,6 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100_000)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--ha", action="store_true", help="HA_STANDBY=true (heartbeat)")
     args = parser.parse_args()
 
     with provider_database("bench_idle") as (dsn, work):
@@ -131,6 +152,7 @@ def main() -> int:
                 "DNL_AD_LOGFILE": str(work / "dnl_ad.log"),
                 "DNL_AD_CATCHUP_HOURS": "0",
                 "DNL_AD_CDR_DOWNLOAD_URL": "https://portal.carrier.example/cdr",
+                "DNL_AD_HA_STANDBY": "true" if args.ha else "false",
             })
             (work / "none.ini").write_text("[dnl_ad]\n", encoding="utf-8")
             proc = subprocess.Popen([sys.executable, "-m", "dnl_ad", "run"], cwd=REPO_ROOT,
@@ -142,13 +164,16 @@ def main() -> int:
                 time.sleep(0.1)
             bare = subprocess.Popen([sys.executable, "-c", BARE, dsn], cwd=REPO_ROOT, env=env)
             procs = (proc, bare)
+            quiet_from = dt.datetime.now(dt.timezone.utc)
             cpu0, t0 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
             time.sleep(args.seconds)
             cpu1, t1 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
             threads1 = thread_seconds(proc.pid)
+            wakes1 = [switches(p.pid) for p in procs]
             time.sleep(args.seconds)
             cpu2, t2 = [cpu_seconds(p.pid) for p in procs], time.monotonic()
             threads2 = thread_seconds(proc.pid)
+            wakes2 = [switches(p.pid) for p in procs]
             peak_kb = [status_kb(p.pid, "VmHWM") for p in procs]
             rss_kb = [status_kb(p.pid, "VmRSS") for p in procs]
             bare.kill()
@@ -159,15 +184,19 @@ def main() -> int:
             kinds = Counter(m.message.get("X-DNL-AD-Kind", "?") for m in sink.messages)
         text = log.read_text()
         errors = [line for line in text.splitlines() if " ERROR " in line]
-        per_job = jobs_cpu(dsn)
-    print(f"windows: 2 x {args.seconds:.0f} s idle with {args.clients} clients "
-          f"(sweeps every 60 s, delivery every 5 s)")
+        per_job = jobs_cpu(dsn, quiet_from)
+    print(f"windows: 2 x {args.seconds:.0f} s idle with {args.clients} clients, HA "
+          f"{'on' if args.ha else 'off (the default)'} "
+          f"(sweeps every 60 s; delivery every 5 s while mail waits)")
     for label, a, b, t in (("start-up window (first run of every sweep)", cpu0, cpu1,
                             t1 - t0),
                            ("steady window", cpu1, cpu2, t2 - t1)):
         print(f"{label}:")
         print(f"  daemon CPU: {b[0] - a[0]:.2f} s ({100 * (b[0] - a[0]) / t:.2f} % of one core)"
               f"; bare baseline {b[1] - a[1]:.2f} s ({100 * (b[1] - a[1]) / t:.2f} %)")
+    print(f"  wake-ups (voluntary context switches) a minute: daemon "
+          f"{(wakes2[0] - wakes1[0]) * 60 / (t2 - t1):.0f}, bare baseline "
+          f"{(wakes2[1] - wakes1[1]) * 60 / (t2 - t1):.0f}")
     print("  daemon CPU by thread, steady window: " + ", ".join(
         f"{name} {threads2[name] - threads1.get(name, 0.0):.2f} s" for name in sorted(
             threads2, key=lambda k: threads1.get(k, 0.0) - threads2[k])))
@@ -190,9 +219,12 @@ def main() -> int:
     return 0
 
 
-def jobs_cpu(dsn: str, rounds: int = 4) -> dict[str, tuple[float, int]]:
+def jobs_cpu(dsn: str, quiet_from: dt.datetime,
+             rounds: int = 4) -> dict[str, tuple[float, int]]:
     """Each standard job's CPU time per run (the median of the runs after the first, which
-    reads every client once) and its period, with the daemon's defaults."""
+    reads every client once) and its period, with the daemon's defaults. The runs are at
+    instants the daemon's windows covered from `quiet_from` (it sent nothing then), so no
+    daily report falls due here that the windows did not have."""
     import logging
 
     from dnl_ad import scheduler
@@ -205,12 +237,11 @@ def jobs_cpu(dsn: str, rounds: int = 4) -> dict[str, tuple[float, int]]:
                         cdr_download_url="https://portal.carrier.example/cdr")
     database = db.Database(dsn)
     jobs = scheduler.standard_jobs(scheduler.Loop(settings, database))
-    now = dt.datetime.now(dt.timezone.utc)
     seen: dict[str, list[float]] = {job.name: [] for job in jobs}
     for n in range(rounds):
         for job in jobs:
             started = time.thread_time()
-            job.func(now + dt.timedelta(seconds=60 * n))
+            job.func(quiet_from + dt.timedelta(seconds=30 * n))
             seen[job.name].append(1000 * (time.thread_time() - started))
     database.close()
     return {job.name: (sorted(seen[job.name][1:])[(rounds - 1) // 2], job.period)

@@ -214,7 +214,8 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
     # A dry run writes nothing and sends nothing, so it needs no lock (and must not keep
     # the real daemon from starting).
     lock = None if settings.dry_run else leader.LeaderLock(
-        settings.connection_string, leader.Timing(settings.ha_takeover_seconds))
+        settings.connection_string, leader.Timing(settings.ha_takeover_seconds),
+        ha=settings.ha_standby)
     started = [False]
 
     def activate() -> None:
@@ -272,8 +273,9 @@ def serve(settings: Settings, *, reload_settings: Callable[[], Settings], wakeup
     if lock is not None:
         guard = leader.ActiveGuard(lock, standby=settings.ha_standby, on_lost=on_lost,
                                    on_active=activate, active=active)
-        heartbeat = leader.Heartbeat(lock)
-        heartbeat.start()
+        if settings.ha_standby:  # without HA the loop confirms the lock when it works
+            heartbeat = leader.Heartbeat(lock, on_lost=wakeup.wake)
+            heartbeat.start()
     loop = Loop(settings, database, wakeup=wakeup, reload=reload_settings, on_reload=on_reload,
                 guard=guard, metrics=metrics)
     loop.tick_hooks.extend(tick_hooks)

@@ -1,6 +1,8 @@
 """Deliver: drain due outbox rows over SMTP and record every outcome.
 
-One run (the daemon calls it every DELIVERY_SECONDS):
+One run (the daemon calls it every DELIVERY_SECONDS while mail is waiting, at once when
+a sweep has queued some, and otherwise when the next waiting notice is due, at least
+once a minute: scheduler._delivery_reschedule):
 
 1. expire, by age only, notices older than DELIVERY_MAX_AGE_HOURS (failed, with a final
    email_log row saying so); then claim up to DELIVERY_BATCH due rows (FOR UPDATE SKIP
@@ -68,6 +70,9 @@ class DeliveryResult:
     released: int = 0
     deferred: int = 0  # given back uncharged: the server as a whole was in trouble
     expired: int = 0
+    # nothing was due: the loop may sleep until next_due (None: nothing is pending)
+    idle: bool = False
+    next_due: dt.datetime | None = None
 
     @property
     def total(self) -> int:
@@ -264,13 +269,16 @@ def deliver(database: db.Database, settings: Settings, *, now: dt.datetime,
     result = DeliveryResult()
     if settings.dry_run:
         log.debug("dry run: delivery skipped")
+        result.idle = True
         return result
     schema = settings.own_schema
     lease = lease_for(settings)
-    with database.single_statement() as cur:  # idle: this one query, every few seconds
-        if not outbox.anything_to_do(cur, schema, now=now, expire_before=now - dt.timedelta(
-                hours=settings.delivery_max_age_hours)):
-            return result
+    with database.single_statement() as cur:  # idle: this one query
+        due = outbox.next_due(cur, schema, now=now,
+                              max_age=dt.timedelta(hours=settings.delivery_max_age_hours))
+    if due is None or due > now:
+        result.idle, result.next_due = True, due
+        return result
     with database.transaction() as cur:
         result.expired = _expire(cur, settings, now)
         servers = _Servers.load(cur, settings)

@@ -22,7 +22,8 @@ takes over within HA_TAKEOVER_SECONDS (Timing) when the active one
   takeover/2, so the server ends the session of a daemon that stopped confirming;
 - loses its connection (or the server terminates its backend): the heartbeat notices.
 The active one runs jobs, and delivery sends each next message, only while the lock was
-confirmed within 3 heartbeats (shorter than the idle timeout), so a daemon resumed
+confirmed within 3 heartbeats (shorter than the idle timeout), or confirmed by asking
+the server when that is stale, so a daemon resumed
 after a long stop sends nothing before it knows it is still active. A daemon that lost
 the lock waits two standby polls before competing again, so a standby takes over.
 
@@ -107,11 +108,13 @@ class Timing:
 
     @property
     def heartbeat(self) -> float:
+        """Five confirmations per idle timeout (only with HA: 20 wake-ups a minute at the
+        default 30 s)."""
         return max(0.5, self.takeover / 10)
 
     @property
     def fresh(self) -> float:
-        """How recent a confirmation must be to keep working (< idle_timeout)."""
+        """How recent a confirmation must be to go on without asking (< idle_timeout)."""
         return 3 * self.heartbeat
 
     @property
@@ -132,9 +135,12 @@ class LeaderLock:
     new connection). Thread-safe: the heartbeat thread and the loop share it.
     """
 
-    def __init__(self, dsn: str, timing: Timing | None = None) -> None:
+    def __init__(self, dsn: str, timing: Timing | None = None, *, ha: bool = True) -> None:
         self.dsn = dsn
         self.timing = timing or Timing()
+        # HA (a Heartbeat runs): the server ends the session of a daemon that stopped
+        # confirming; without HA nobody would take over, so a stopped daemon keeps it
+        self.ha = ha
         self.key: int | None = None
         self.confirmed_at: float | None = None  # monotonic time of the last confirmation
         self._conn: db.Connection | None = None
@@ -162,7 +168,7 @@ class LeaderLock:
                             (application_name(),))
                 row = cur.fetchone()
                 self.key = lock_key(row["name"])
-                if row["version"] >= 140000:  # idle_session_timeout is new in 14
+                if self.ha and row["version"] >= 140000:  # idle_session_timeout: 14+
                     cur.execute("SELECT set_config('idle_session_timeout', %s, false)",
                                 (str(int(self.timing.idle_timeout * 1000)),))
                 for name, value in (("tcp_keepalives_idle", self.timing.idle_timeout),
@@ -269,8 +275,9 @@ class Heartbeat:
     so a long job in the loop never leaves the lock session idle long enough for the
     server to end it, and a lost lock is noticed within one heartbeat."""
 
-    def __init__(self, lock: LeaderLock) -> None:
+    def __init__(self, lock: LeaderLock, on_lost: Callable[[], None] = lambda: None) -> None:
         self.lock = lock
+        self.on_lost = on_lost  # wakes the loop, which may sleep a minute when idle
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dnl_ad-heartbeat",
                                         daemon=True)
@@ -280,8 +287,8 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.lock.timing.heartbeat):
-            if self.lock.held:
-                self.lock.still_held()
+            if self.lock.held and not self.lock.still_held():
+                self.on_lost()
 
     def stop(self) -> None:
         self._stop.set()
@@ -318,12 +325,22 @@ class ActiveGuard:
         self._next_try = 0.0
 
     def current(self) -> bool:
-        """Without asking the server: was the lock confirmed recently enough to go on
-        (delivery asks this before each message)?"""
+        """Without asking the server: was the lock confirmed recently enough to go on?"""
         return self.lock.confirmed_within(self.lock.timing.fresh)
 
+    def confirmed(self) -> bool:
+        """May work go on (delivery asks before each message)? Confirmed lately, or
+        confirmed now by asking the server: without HA no heartbeat keeps it fresh, and
+        with HA a late beat must not stop a delivery burst."""
+        return self.current() or (self.lock.held and self.lock.still_held())
+
+    @property
+    def working(self) -> bool:
+        """The active daemon, not paused by a lost lock (the loop may sleep long)."""
+        return self.role == ACTIVE and self.paused_since is None
+
     def __call__(self) -> bool:
-        if self.current() or (self.lock.held and self.lock.still_held()):
+        if self.confirmed():
             return True
         now = time.monotonic()
         if self.role == ACTIVE and self.paused_since is None:

@@ -236,16 +236,22 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
                  failed, subject, html, message, attempts, _, sender_id) in rows]
 
 
-def anything_to_do(cur: Cursor, schema: str, *, now: dt.datetime,
-                   expire_before: dt.datetime) -> bool:
-    """Is any pending notice due now (and not under a live lease), or old enough to
-    expire? One cheap indexed query: a delivery run with nothing to do asks only this."""
+def next_due(cur: Cursor, schema: str, *, now: dt.datetime,
+             max_age: dt.timedelta) -> dt.datetime | None:
+    """When delivery next has something to do: `now` when a pending notice is due (its
+    next attempt came and no live lease holds it) or old enough to expire; else the
+    earliest moment one will be (a retry, a lease running out, an expiry); None when
+    nothing is pending. One statement; while anything is due it stops at the first row
+    (the outbox_due index), so a delivery run with nothing to do asks only this."""
     cur.execute(sql.SQL(
-        "SELECT EXISTS (SELECT 1 FROM {t} WHERE status = 'pending'"
-        " AND (lease_until IS NULL OR lease_until <= %(now)s)"
-        " AND (next_attempt_at <= %(now)s OR created_at <= %(old)s)) AS due").format(
-            t=_table(schema)), {"now": now, "old": expire_before})
-    return bool(cur.fetchone()["due"])
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM {t} WHERE status = 'pending'"
+        "   AND (lease_until IS NULL OR lease_until <= %(now)s)"
+        "   AND (next_attempt_at <= %(now)s OR created_at <= %(old)s))"
+        " THEN %(now)s ELSE (SELECT min(least(greatest(next_attempt_at,"
+        "   coalesce(lease_until, next_attempt_at)), created_at + %(age)s))"
+        "   FROM {t} WHERE status = 'pending') END AS due").format(t=_table(schema)),
+        {"now": now, "old": now - max_age, "age": max_age})
+    return cur.fetchone()["due"]
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@ One thread runs everything, so jobs never overlap: a long job delays the others 
 never runs twice at once. At each tick the loop runs the jobs that are due, each with
 `now` read from the clock when that job starts (the only clock read in the daemon;
 tests inject their own); between ticks it sleeps until the next job is due (between one
-and IDLE_WAIT_SECONDS). A job that raises is logged with its traceback and backs off
-(period x 2^failures, capped); the loop and the other jobs go on. All jobs share one
-db.Database, so an outage is logged once when it starts and once when it ends
-(Database keeps that bookkeeping); a job that fails only because the database is away
-backs off quietly.
+and IDLE_WAIT_SECONDS). Jobs keep to a common grid (the registry's anchor plus whole
+periods), so the sweeps of one cadence run in one tick and an idle daemon wakes once
+for all of them; delivery, when nothing is waiting, sleeps until the next message is due
+(a retry), a sweep queues mail, or IDLE_DELIVERY_SECONDS pass. A job that raises is
+logged with its traceback and backs off (period x 2^failures, capped); the loop and
+the other jobs go on. All jobs share one db.Database, so an outage is logged once when
+it starts and once when it ends (Database keeps that bookkeeping); a job that fails
+only because the database is away backs off quietly.
 
 Stop and reload requests come from signal handlers through Wakeup, a self-pipe: the
 handler only sets a flag and writes one byte, which is safe in a signal handler and
@@ -20,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import logging
+import math
 import os
 import select
 import signal
@@ -41,7 +45,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
 TICK_SECONDS = 1.0                   # the shortest sleep between two ticks
-IDLE_WAIT_SECONDS = 5.0              # the longest: the loop sleeps until the next job is due
+IDLE_WAIT_SECONDS = 60.0             # the longest: the loop sleeps until the next job is due
+IDLE_DELIVERY_SECONDS = 60           # an idle outbox is looked at this often (at least)
 BACKOFF_CAP_SECONDS = 300.0          # a failing job is retried at least this often
 OUTAGE_BACKOFF_CAP_SECONDS = 30.0    # ...and sooner when only the database was away
 OUTBOX_METRICS_SECONDS = 15          # outbox depth for /metrics (when METRICS_PORT is set)
@@ -66,6 +71,10 @@ class Wakeup:
     @property
     def fds(self) -> tuple[int, int]:
         return self._r, self._w
+
+    def wake(self) -> None:
+        """Cut the current (or next) wait short: another thread has news (a lost lock)."""
+        self._poke()
 
     def _poke(self) -> None:
         try:
@@ -137,6 +146,8 @@ class _Job(schedule.Job):
         # operator alerts read them: dnl_ad.operator_alerts)
         self.failing_since: dt.datetime | None = None
         self.last_error = ""
+        # after a successful run: (result, end) -> the next run, None for the grid's
+        self.reschedule: Callable[[Any, dt.datetime], dt.datetime | None] | None = None
 
     @property
     def period(self) -> float:
@@ -148,6 +159,13 @@ class _Job(schedule.Job):
 
     def _schedule_next_run(self) -> None:
         self.next_run = self.scheduler.clock() + dt.timedelta(seconds=self.period)
+
+    def next_slot(self, end: dt.datetime) -> dt.datetime:
+        """The first point of this job's grid at least half a period after `end`: a run
+        on time is followed by the next grid point, one that overran rests at least half
+        a period, and missed runs are not replayed."""
+        return self.scheduler.grid_after(end + dt.timedelta(seconds=self.period / 2),
+                                         self.period)
 
     def backoff(self, outage: bool) -> float:
         cap = OUTAGE_BACKOFF_CAP_SECONDS if outage else BACKOFF_CAP_SECONDS
@@ -187,7 +205,11 @@ class _Job(schedule.Job):
             self.failing_since, self.last_error = None, ""
             log.debug("job %s done in %.2f s", self.name, time.monotonic() - started)
         self.last_run = self.scheduler.clock()
-        self.next_run = self.last_run + dt.timedelta(seconds=delay)
+        if ok:
+            wanted = self.reschedule(result, self.last_run) if self.reschedule else None
+            self.next_run = wanted or self.next_slot(self.last_run)
+        else:
+            self.next_run = self.last_run + dt.timedelta(seconds=delay)
         seconds = time.monotonic() - started
         if self.scheduler.on_run is not None:
             self.scheduler.on_run(self.name, ok, seconds, result)
@@ -207,6 +229,21 @@ class Registry(schedule.Scheduler):
         # the operator alerts
         self.on_run: Callable[[str, bool, float, Any], None] | None = None
         self.run_hooks: list[Callable[[str, bool, float, Any], None]] = []
+        # the grid every job keeps to: the time the first job was added
+        self.anchor: dt.datetime | None = None
+
+    def clear(self, tag: Any = None) -> None:
+        super().clear(tag)
+        if not self.jobs:
+            self.anchor = None
+
+    def grid_after(self, moment: dt.datetime, period: float) -> dt.datetime:
+        """The first point of the grid anchor + k * period at or after `moment`."""
+        anchor = self.anchor or moment
+        if period <= 0:
+            return moment
+        steps = max(0, math.ceil((moment - anchor).total_seconds() / period))
+        return anchor + dt.timedelta(seconds=steps * period)
 
     def every(self, interval: int = 1) -> _Job:  # type: ignore[override]
         return _Job(interval, self)
@@ -217,20 +254,30 @@ class Registry(schedule.Scheduler):
         job.name = name
         job.tag(name)
         job.next_run = self.clock()
+        if self.anchor is None:
+            self.anchor = job.next_run
         return job
+
+    def find(self, name: str) -> _Job | None:
+        return next((j for j in self.jobs if j.name == name), None)
 
     def job(self, name: str) -> _Job:
         return next(j for j in self.jobs if j.name == name)
 
     def run_pending(self, stop: Callable[[], bool] = lambda: False) -> list[str]:
-        """Run every due job, earliest first; returns their names. Stops early on request."""
-        ran = []
-        for job in sorted(j for j in self.jobs if j.should_run):
-            if stop():
-                break
-            self._run_job(job)
-            ran.append(job.name)
-        return ran
+        """Run every due job, earliest first; returns their names. Stops early on request.
+        A job made due by another's run (delivery, after a sweep queued mail) runs in the
+        same tick."""
+        ran: list[str] = []
+        while True:
+            due = sorted(j for j in self.jobs if j.should_run and j.name not in ran)
+            if not due:
+                return ran
+            for job in due:
+                if stop():
+                    return ran
+                self._run_job(job)
+                ran.append(job.name)
 
 
 @dataclass
@@ -238,6 +285,10 @@ class JobDef:
     name: str
     period: int
     func: Callable[[dt.datetime], Any]
+    # after a successful run: (result, end) -> the next run (None: the next grid point)
+    reschedule: Callable[[Any, dt.datetime], dt.datetime | None] | None = None
+    # did a run queue mail (then delivery runs in the same tick)?
+    queued: Callable[[Any], bool] | None = None
 
 
 class Loop:
@@ -266,22 +317,38 @@ class Loop:
 
         self.operator = Monitor()
         self.registry.run_hooks.append(self.operator.observe)
+        self.registry.run_hooks.append(self._deliver_soon)
+        # the longest the loop may sleep (the systemd watchdog adds its own)
+        self.wake_at_least_every = IDLE_WAIT_SECONDS
         self._jobs = jobs or standard_jobs
         self._reload, self._on_reload = reload, on_reload
         self._build()
 
     def _build(self) -> None:
         self.registry.clear()
+        self._queues: dict[str, Callable[[Any], bool]] = {}
         for job in self._jobs(self):
-            self.registry.add(job.name, job.period, job.func)
+            added = self.registry.add(job.name, job.period, job.func)
+            added.reschedule = job.reschedule
+            if job.queued is not None:
+                self._queues[job.name] = job.queued
+
+    def _deliver_soon(self, name: str, ok: bool, seconds: float, result: Any) -> None:
+        """A job queued mail: delivery runs in the same tick, however idle it was."""
+        queued = self._queues.get(name)
+        delivery = self.registry.find("delivery")
+        if ok and queued is not None and delivery is not None and queued(result):
+            now = self.registry.clock()
+            if delivery.next_run is None or delivery.next_run > now:
+                delivery.next_run = now
 
     def should_stop(self) -> bool:
         """Between jobs and between messages: a stop request, or an active-daemon lock
         not confirmed recently (this process may have been stopped and replaced)."""
         if self.wakeup.stop_requested:
             return True
-        current = getattr(self.guard, "current", None)
-        return current is not None and not current()
+        confirmed = getattr(self.guard, "confirmed", None)
+        return confirmed is not None and not confirmed()
 
     def tick(self) -> list[str]:
         """Run what is due now; the loop calls this when a job is due, tests call it directly."""
@@ -333,18 +400,22 @@ class Loop:
     def wait_seconds(self) -> float:
         """How long to sleep after a tick: until the next job is due, at least a second
         (a due job the guard holds back does not spin the loop), at most
-        IDLE_WAIT_SECONDS, nor longer than a standby's lock poll (stop and reload
-        requests wake the loop at once anyway). An idle daemon wakes a dozen times a
-        minute instead of sixty."""
-        cap = IDLE_WAIT_SECONDS
+        wake_at_least_every, nor longer than a lock poll while not active (stop and
+        reload requests, and a lock lost while active, wake the loop at once anyway).
+        An idle daemon with the default cadences wakes once a minute."""
+        cap = self.wake_at_least_every
         timing = getattr(getattr(self.guard, "lock", None), "timing", None)
-        if timing is not None:
+        if timing is not None and not self._active():
             cap = min(cap, timing.poll)
         runs = [job.next_run for job in self.registry.jobs if job.next_run is not None]
         if not runs:
             return cap
         due_in = (min(runs) - self.registry.clock()).total_seconds() + 0.01
-        return max(TICK_SECONDS, min(cap, due_in))
+        return min(cap, max(TICK_SECONDS, due_in))
+
+    def _active(self) -> bool:
+        """The active daemon at work (or no lock at all): not standing by nor paused."""
+        return bool(getattr(self.guard, "working", True))
 
     def run_forever(self) -> None:
         """Tick whenever a job is due until a stop request; reload between ticks on
@@ -405,13 +476,34 @@ def standard_jobs(loop: Loop) -> list[JobDef]:
     (same-instant ties run in this order, so a notice queued in a tick goes out in the
     same tick)."""
     jobs = [JobDef(spec.kind, int(getattr(loop.settings, spec.cadence_setting)),
-                   _sweep_job(loop, spec)) for spec in ALERTS.values()]
+                   _sweep_job(loop, spec), queued=_sweep_queued) for spec in ALERTS.values()]
     jobs.append(JobDef("outbox_purge", retention.PERIOD_SECONDS, _purge_job(loop)))
-    jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop)))
+    jobs.append(JobDef("delivery", loop.settings.delivery_seconds, _delivery_job(loop),
+                       reschedule=_delivery_reschedule(loop)))
     if loop.metrics is not None and not loop.settings.dry_run:
         jobs.append(JobDef("outbox_metrics", OUTBOX_METRICS_SECONDS, _outbox_metrics_job(loop)))
     jobs.append(operator_job(loop))
     return jobs
+
+
+def _sweep_queued(result: Any) -> bool:
+    return bool(getattr(result, "queued", 0))
+
+
+def _delivery_reschedule(loop: Loop) -> Callable[[Any, dt.datetime], dt.datetime | None]:
+    """Delivery that found nothing to do sleeps until the first waiting message is due
+    (a retry, a lease running out) or the next IDLE_DELIVERY_SECONDS grid point,
+    whichever comes first; a sweep that queues mail wakes it at once (Loop._deliver_soon).
+    While mail waits it runs again DELIVERY_SECONDS after the end of each run (off the
+    grid: a burst goes out at full pace)."""
+    def reschedule(result: Any, end: dt.datetime) -> dt.datetime | None:
+        if not getattr(result, "idle", False):
+            return end + dt.timedelta(seconds=loop.settings.delivery_seconds)
+        period = max(IDLE_DELIVERY_SECONDS, loop.settings.delivery_seconds)
+        idle = loop.registry.grid_after(end + dt.timedelta(milliseconds=1), period)
+        due = result.next_due
+        return idle if due is None else max(min(idle, due), end)
+    return reschedule
 
 
 def _purge_job(loop: Loop) -> Callable[[dt.datetime], Any]:
@@ -423,7 +515,7 @@ def operator_job(loop: Loop) -> JobDef:
     from . import operator_alerts
 
     return JobDef(operator_alerts.JOB_NAME, operator_alerts.CHECK_SECONDS,
-                  operator_alerts.job(loop))
+                  operator_alerts.job(loop), queued=bool)
 
 
 def _outbox_metrics_job(loop: Loop) -> Callable[[dt.datetime], Any]:

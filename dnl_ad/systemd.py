@@ -89,6 +89,8 @@ class Notifier:
             notify(f"READY=1\nSTATUS=dnl_ad {role}", self.env)
             self.ready = True
         if self.interval is not None:
+            # the loop must wake often enough to ping in time, however idle it is
+            loop.wake_at_least_every = min(loop.wake_at_least_every, self.interval / 2)
             now = time.monotonic()
             if now - self._last_ping >= self.interval:
                 notify("WATCHDOG=1", self.env)

@@ -344,7 +344,8 @@ def test_unusable_smtp_port_in_system_parameter_claims_nothing(database, setting
 def test_an_idle_run_asks_one_question_and_a_due_one_delivers(database, settings, conn,
                                                               smtp) -> None:
     """With nothing due (nor old enough to expire) a run sends one indexed query and
-    stops: no claim, no SMTP settings read (the daemon runs it every DELIVERY_SECONDS)."""
+    stops: no claim, no SMTP settings read; it says when the first waiting notice is due
+    (the loop sleeps until then)."""
     factories.system(conn)
 
     def last_query() -> str:
@@ -353,13 +354,27 @@ def test_an_idle_run_asks_one_question_and_a_due_one_delivers(database, settings
             cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
             return cur.fetchone()["query"]
 
-    assert delivery.deliver(database, settings, now=NOW).total == 0
-    assert "SELECT EXISTS" in last_query() and "claim_token" not in last_query()
+    empty = delivery.deliver(database, settings, now=NOW)
+    assert (empty.total, empty.idle, empty.next_due) == (0, True, None)
+    assert "EXISTS" in last_query() and "claim_token" not in last_query()
     queue(database, settings, [notice("k-later")])
+    later = NOW + dt.timedelta(minutes=5)
     with conn.cursor() as cur:  # retried later: pending, not yet due
-        cur.execute("UPDATE dnl_ad.outbox SET next_attempt_at = %s",
-                    (NOW + dt.timedelta(minutes=5),))
-    assert delivery.deliver(database, settings, now=NOW).total == 0
-    assert "SELECT EXISTS" in last_query() and smtp.messages == []
-    result = delivery.deliver(database, settings, now=NOW + dt.timedelta(minutes=5))
-    assert result.sent == 1 and len(smtp.messages) == 1
+        cur.execute("UPDATE dnl_ad.outbox SET next_attempt_at = %s", (later,))
+    waiting = delivery.deliver(database, settings, now=NOW)
+    assert (waiting.total, waiting.idle, waiting.next_due) == (0, True, later)
+    assert "EXISTS" in last_query() and smtp.messages == []
+    with conn.cursor() as cur:  # a live lease holds it longer than its next attempt
+        cur.execute("UPDATE dnl_ad.outbox SET lease_until = %s",
+                    (later + dt.timedelta(minutes=1),))
+    assert delivery.deliver(database, settings, now=NOW).next_due == \
+        later + dt.timedelta(minutes=1)
+    with conn.cursor() as cur:  # ... unless it expires first
+        cur.execute("UPDATE dnl_ad.outbox SET lease_until = NULL, next_attempt_at = %s, "
+                    "created_at = %s", (NOW + dt.timedelta(days=9), NOW))
+    assert delivery.deliver(database, settings, now=NOW).next_due == \
+        NOW + dt.timedelta(hours=settings.delivery_max_age_hours)
+    with conn.cursor() as cur:
+        cur.execute("UPDATE dnl_ad.outbox SET next_attempt_at = %s", (later,))
+    result = delivery.deliver(database, settings, now=later)
+    assert result.sent == 1 and len(smtp.messages) == 1 and not result.idle

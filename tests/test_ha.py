@@ -125,7 +125,8 @@ def test_a_terminated_backend_hands_over_to_the_standby(pair, dsn, conn) -> None
 def test_delivery_stops_when_the_lock_was_not_confirmed_lately(settings, database, conn,
                                                                smtp) -> None:
     """A daemon resumed after a long stop must not send the next message before it knows
-    it is still the active one: the loop's should_stop says so between messages."""
+    it is still the active one: between messages, the loop's should_stop asks the server
+    once the last confirmation is stale."""
     f.system(conn)
     queue_notices(settings, 5)
     lock = leader.LeaderLock(settings.connection_string, leader.Timing(TAKEOVER))
@@ -134,11 +135,15 @@ def test_delivery_stops_when_the_lock_was_not_confirmed_lately(settings, databas
         loop = Loop(settings, database, guard=leader.ActiveGuard(lock))
         assert not loop.should_stop()
         lock.confirmed_at -= 100  # as after a SIGSTOP: the heartbeat did not run
+        assert not loop.should_stop() and lock.confirmed_within(1)  # asked: still ours
+        lock.confirmed_at -= 100  # stopped again, and meanwhile the server ended the
+        with conn.cursor() as cur:  # silent lock session (idle_session_timeout)
+            cur.execute("SELECT pg_terminate_backend(%s, 5000)", (lock.holder().backend_pid,))
         assert loop.should_stop()
         result = delivery.deliver(database, settings, now=dt.datetime.now(dt.timezone.utc),
                                   should_stop=loop.should_stop)
         assert result.sent == 0 and not smtp.messages
-        assert lock.still_held() and not loop.should_stop()  # confirmed: work resumes
+        assert lock.acquire() and not loop.should_stop()  # active again: work resumes
     finally:
         lock.release()
 

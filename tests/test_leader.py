@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
 from dnl_ad import leader
+from dnl_ad.scheduler import Wakeup
 
 from . import factories as f
 from .test_daemon import alive, cli, daemon_env
@@ -61,6 +63,53 @@ def test_a_terminated_backend_is_noticed_and_the_lock_can_be_retaken(dsn, conn) 
         lock.release()
 
 
+def test_only_an_ha_lock_session_has_an_idle_timeout(dsn) -> None:
+    """HA: the server ends the session of a daemon that stopped confirming (a hang is
+    taken over). Without HA nobody takes over: a quiet daemon must keep its lock."""
+    for ha, expected in ((True, "5s"), (False, "0")):
+        lock = leader.LeaderLock(dsn, leader.Timing(takeover=10), ha=ha)
+        try:
+            assert lock.acquire()
+            with lock._connection().cursor() as cur:
+                cur.execute("SHOW idle_session_timeout")
+                assert cur.fetchone()["idle_session_timeout"] == expected
+        finally:
+            lock.release()
+
+
+def test_the_heartbeat_wakes_a_sleeping_loop_when_the_lock_is_lost(dsn, conn) -> None:
+    """An idle loop sleeps up to a minute; a lost lock must not wait for it: the
+    heartbeat notices within one beat and wakes the loop (which then pauses its jobs)."""
+    lock = leader.LeaderLock(dsn, leader.Timing(takeover=10))
+    wakeup = Wakeup()
+    beat = leader.Heartbeat(lock, on_lost=wakeup.wake)
+    try:
+        assert lock.acquire()
+        beat.start()
+        assert not wakeup.wait(0.1) and lock.confirmed_within(1)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s, 5000)", (lock.holder().backend_pid,))
+        started = time.monotonic()
+        wakeup.wait(30)
+        assert time.monotonic() - started < 2 * lock.timing.heartbeat
+        assert not lock.held
+    finally:
+        beat.stop()
+        lock.release()
+        wakeup.close()
+
+
+def test_ha_timing_keeps_a_resumed_daemon_from_acting_on_a_stale_lock() -> None:
+    """The freshness a daemon needs before it acts is shorter than the idle timeout after
+    which the server ends a silent lock session, with a beat to spare; the heartbeat
+    comes several times per idle timeout; a hung daemon is replaced within the take-over."""
+    for takeover in (10, 30, 45, 3600):
+        t = leader.Timing(takeover)
+        assert t.fresh + t.heartbeat <= t.idle_timeout
+        assert t.idle_timeout / t.heartbeat >= 3
+        assert t.idle_timeout + t.poll < takeover
+
+
 def test_keys_differ_per_database_and_fit_a_bigint() -> None:
     a, b = leader.lock_key("class4_pr"), leader.lock_key("class4_test")
     assert a != b and a == leader.lock_key("class4_pr")
@@ -84,6 +133,10 @@ def test_a_second_daemon_on_the_same_database_exits_naming_the_first(env, settin
         assert foreground.returncode == 1
         assert f"pid {pid}" in (tmp_path / "other.log").read_text()
         assert alive(pid) and cli(env, "status").returncode == 0
+        # without HA_STANDBY nothing takes over a hang: no heartbeat thread wakes the
+        # idle daemon (the loop confirms the lock when it works) and the lock session
+        # has no idle timeout (a silent daemon keeps its lock)
+        assert [t.name for t in Path(f"/proc/{pid}/task").iterdir()] == [str(pid)]
     finally:
         assert cli(env, "stop").returncode == 0
     # once the first is gone, the second may start

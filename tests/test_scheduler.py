@@ -21,6 +21,7 @@ from dnl_ad.scheduler import BACKOFF_CAP_SECONDS, JobDef, Loop, Wakeup, standard
 
 from . import factories as f
 from .conftest import utc
+from .mail_helpers import notice, queue
 
 T0 = utc(2026, 11, 21, 9)
 
@@ -94,9 +95,13 @@ def test_jobs_never_overlap_and_missed_runs_are_not_replayed(settings, database)
     assert loop.tick() == ["slow", "fast"]
     # fast was delayed by slow and saw the clock as it was when it started
     assert runs == [("slow", T0), ("fast", T0 + dt.timedelta(seconds=25))]
+    # the runs due at 10 and 20 s are not replayed; both rest at least half a period
+    # after the overrun and meet again on their grid (T0 + 10 k)
+    assert loop.registry.job("slow").next_run == T0 + dt.timedelta(seconds=30)
+    assert loop.registry.job("fast").next_run == T0 + dt.timedelta(seconds=30)
+    clock.now = T0 + dt.timedelta(seconds=29)
+    assert loop.tick() == []
     clock.now = T0 + dt.timedelta(seconds=30)
-    assert loop.tick() == []  # next runs are 10 s after each one finished, not a backlog
-    clock.now = T0 + dt.timedelta(seconds=35)
     assert loop.tick() == ["slow", "fast"]
     assert len(runs) == 4
 
@@ -358,3 +363,61 @@ def test_a_signal_taken_by_another_thread_wakes_the_main_threads_wait() -> None:
         signal.set_wakeup_fd(old_fd)
         signal.signal(signal.SIGUSR1, old_handler)
         wakeup.close()
+
+
+def test_an_idle_daemon_wakes_once_a_minute_for_all_its_jobs(settings, database) -> None:
+    """The standard jobs keep to one grid: sweeps that take time do not drift apart, and
+    delivery with an empty outbox sleeps to the same minute, so the loop's next wait is
+    the whole minute and one tick runs them all."""
+    clock = FakeClock(T0)
+    loop = Loop(settings, database, clock=clock)
+    loop.registry.run_hooks.append(lambda *run: clock.advance(0.4))  # each job takes time
+    first = loop.tick()
+    assert "delivery" in first and clock.now > T0 + dt.timedelta(seconds=5)
+    minutely = {j.name for j in loop.registry.jobs if 60 % j.period == 0}
+    assert {"low_balance", "usage_summary", "trunk_suspended"} <= minutely
+    assert loop.registry.job("delivery").period == 5  # DELIVERY_SECONDS, while mail waits
+    nexts = {j.name: j.next_run for j in loop.registry.jobs}
+    assert {nexts[name] for name in minutely | {"delivery"}} == {T0 + dt.timedelta(seconds=60)}
+    assert nexts["outbox_purge"] == T0 + dt.timedelta(hours=1)
+    assert 50 < loop.wait_seconds() <= 60  # not every DELIVERY_SECONDS
+    clock.now = T0 + dt.timedelta(seconds=60)
+    assert set(loop.tick()) == minutely | {"delivery"}
+    clock.advance(30)
+    assert loop.tick() == []
+
+
+def test_idle_delivery_wakes_for_a_retry_and_at_once_for_new_mail(conn, settings, database,
+                                                                   smtp) -> None:
+    """Delivery with nothing due sleeps until the waiting notice's next attempt (not the
+    idle minute); a sweep off that grid (every 45 s) that queues mail has it sent in the
+    same tick, not at the next minute."""
+    f.system(conn)
+    clock = FakeClock(T0)
+    loop = Loop(settings.replace(balance_check_seconds=45), database, clock=clock)
+    loop.tick()
+    delivery_job = loop.registry.job("delivery")
+    assert delivery_job.next_run == T0 + dt.timedelta(seconds=60)  # idle: the minute
+    retry_at = T0 + dt.timedelta(seconds=20)
+    queue(database, settings, [notice("waiting", recipients="later@client.example")])
+    with conn.cursor() as cur:
+        cur.execute("UPDATE dnl_ad.outbox SET next_attempt_at = %s, created_at = %s",
+                    (retry_at, T0))
+    clock.now = T0 + dt.timedelta(seconds=10)
+    delivery_job.next_run = clock.now  # as if it had looked just now
+    assert loop.tick() == ["delivery"] and smtp.messages == []
+    assert delivery_job.next_run == retry_at
+    clock.now = retry_at
+    assert loop.tick() == ["delivery"]
+    assert [m.rcpt_tos for m in smtp.messages] == [["later@client.example"]]
+    assert delivery_job.next_run == retry_at + dt.timedelta(seconds=5)  # after work: 5 s
+    clock.now = delivery_job.next_run
+    assert loop.tick() == ["delivery"]
+    assert delivery_job.next_run == T0 + dt.timedelta(seconds=60)  # idle again
+
+    f.client(conn, balance=10.0, low_config={"value_type": 0, "actual_notify_balance": 50},
+             mode=1, is_daily_balance_notification=True, billing_email="low@client.example")
+    clock.now = T0 + dt.timedelta(seconds=45)
+    ran = loop.tick()
+    assert "low_balance" in ran and ran[-1] == "delivery"
+    assert [m.rcpt_tos for m in smtp.messages][-1] == ["low@client.example"]
