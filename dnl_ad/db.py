@@ -1,6 +1,6 @@
 """PostgreSQL access: the only place that opens connections.
 
-Rows come back as mappings (RealDictCursor). Every connection says
+Rows come back as plain dicts (MappingCursor). Every connection says
 application_name=dnl_ad so a DBA can see us in pg_stat_activity. When the server goes
 away the broken connection is dropped and the next use reconnects, waiting with a
 growing, capped backoff between attempts; the outage is logged once when it starts and
@@ -47,7 +47,39 @@ def is_connection_error(exc: BaseException) -> bool:
         return True
     return code.startswith("08") or code in _SHUTDOWN_STATES
 
-Cursor = psycopg2.extras.RealDictCursor
+class MappingCursor(psycopg2.extensions.cursor):
+    """Rows as plain dicts (column name -> value). Why not RealDictCursor: it builds each
+    row in Python, one `__setitem__` per column into an OrderedDict; here libpq's tuples
+    become dicts with `dict(zip(...))` in C, several times faster on a sweep's wide rows,
+    and the same mapping for every caller."""
+
+    def _names(self) -> list[str]:
+        return [column[0] for column in self.description or ()]
+
+    def fetchone(self) -> dict[str, Any] | None:  # type: ignore[override]
+        row = super().fetchone()
+        return None if row is None else dict(zip(self._names(), row, strict=True))
+
+    def fetchmany(  # type: ignore[override]
+            self, size: int | None = None) -> list[dict[str, Any]]:
+        rows = super().fetchmany() if size is None else super().fetchmany(size)
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def fetchall(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        rows = super().fetchall()
+        names = self._names()
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:  # type: ignore[override]
+        names: list[str] | None = None
+        for row in super().__iter__():
+            if names is None:
+                names = self._names()
+            yield dict(zip(names, row, strict=True))
+
+
+Cursor = MappingCursor
 Connection = psycopg2.extensions.connection
 
 
@@ -114,7 +146,7 @@ def connect(dsn: str, *, autocommit: bool = False, connect_timeout: int = 10,
         dsn,
         application_name=APPLICATION_NAME,
         connect_timeout=connect_timeout,
-        cursor_factory=psycopg2.extras.RealDictCursor,
+        cursor_factory=MappingCursor,
     )
     conn.autocommit = autocommit
     with conn.cursor() as cur:

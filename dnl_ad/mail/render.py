@@ -441,6 +441,7 @@ class MailConfig:
     sender_rows: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     _compiled: dict[tuple[str, str], _Compiled] = field(default_factory=dict, repr=False)
     _defaults: dict[str, Any] = field(default_factory=dict, repr=False)
+    _file_globals: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def load(cls, cur: Cursor, settings: Settings) -> MailConfig:
@@ -472,6 +473,13 @@ class MailConfig:
                           self.template_dir, exc)
                 self._defaults[name] = None
         return self._defaults[name]
+
+    def file_globals(self) -> dict[str, Any]:
+        """The TEMPLATE_DIR environment's globals (range, account, ...), which every
+        render's values carry (sandbox.render_capped)."""
+        if not self._file_globals:
+            self._file_globals.update(_default_env(str(self.template_dir)).globals)
+        return self._file_globals
 
     def add_template(self, template: str, *, subject: Any = None, content: Any = None,
                      sender: Any = None, cc: Any = None) -> None:
@@ -554,7 +562,7 @@ def _default_subject(kind: str, values: Mapping[str, Any]) -> str:
     return f"{kind.replace('_', ' ').capitalize()}: {name}".strip(": ")
 
 
-def _render_default(config: MailConfig, kind: str, name: str, values: Mapping[str, Any],
+def _render_default(config: MailConfig, kind: str, name: str, values: dict[str, Any],
                     notice: Notice) -> str | None:
     template = config.default_template(name)
     if template is None:
@@ -584,6 +592,8 @@ def render_notice(notice: Notice, config: MailConfig) -> Rendered:
     kind = notice.kind
     compiled = config.compiled(notice.template, kind)
     html_values, text_values = display_pair(notice.context)
+    file_globals = config.file_globals()
+    html_file, text_file = {**file_globals, **html_values}, {**file_globals, **text_values}
     sources = []
 
     subject = None
@@ -592,7 +602,7 @@ def render_notice(notice: Notice, config: MailConfig) -> Rendered:
     if subject is not None:
         sources.append("operator")
     else:
-        subject = _render_default(config, kind, f"{kind}.subject.j2", text_values, notice)
+        subject = _render_default(config, kind, f"{kind}.subject.j2", text_file, notice)
         subject = subject if subject and subject.strip() else _default_subject(kind,
                                                                               text_values)
         sources.append("default")
@@ -605,8 +615,8 @@ def render_notice(notice: Notice, config: MailConfig) -> Rendered:
     if html is not None:
         sources.append("operator")
     else:
-        html = _render_default(config, kind, f"{kind}.html.j2", html_values, notice)
-        text = _render_default(config, kind, f"{kind}.txt.j2", text_values, notice)
+        html = _render_default(config, kind, f"{kind}.html.j2", html_file, notice)
+        text = _render_default(config, kind, f"{kind}.txt.j2", text_file, notice)
         if html is None:
             html = "<br>\n".join(f"{Markup.escape(k)}: {Markup.escape(v)}"
                                  for k, v in html_values.items())

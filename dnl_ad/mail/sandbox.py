@@ -253,11 +253,20 @@ class FileSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = _bounded_range
 
 
-def render_capped(template: Any, values: Mapping[str, Any]) -> str:
+def render_capped(template: Any, values: dict[str, Any]) -> str:
     """Render a FileSandbox template; an output above MAX_OUTPUT characters is an error
     (checked once rendered: the file is trusted not to build gigabytes, and `range()` is
-    bounded)."""
-    text = template.render(values)
+    bounded).
+
+    `values` must already hold the environment's globals (with_globals): it is the
+    context as it is, where Template.render would copy it twice per render (a notice
+    renders three templates from the same values)."""
+    env = template.environment
+    try:
+        text = env.concat(template.root_render_func(template.new_context(values,
+                                                                         shared=True)))
+    except Exception:
+        env.handle_exception()  # raises, pointing at the template's line, as render()
     if len(text) > MAX_OUTPUT:
         raise TemplateLimitError(f"template output exceeds {MAX_OUTPUT} characters")
     return text
