@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import psycopg2.errors
-import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
@@ -204,36 +203,34 @@ def claim(cur: Cursor, schema: str, *, now: dt.datetime, limit: int,
     # flushes every sweep commit it saw (db.unit_of_work commits without waiting), so no
     # notice is sent that a crash of the database server could still take back.
     cur.execute("SET LOCAL synchronous_commit TO on")
-    # plain tuples, not mapping rows: a batch is thousands of rows of whole messages
-    with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
-        plain.execute(
-            sql.SQL(
-                "WITH due AS ("
-                " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
-                " AND (lease_until IS NULL OR lease_until <= %(now)s)"
-                " AND (coalesce(sender_id, '') = ANY(%(own_ok)s::text[])"
-                "  OR (%(default_ok)s AND coalesce(sender_id, '') <> ALL(%(own_all)s::text[])))"
-                " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                "UPDATE {t} AS o SET lease_until = %(until)s,"
-                " claim_token = pg_backend_pid()::text || ':' || %(token)s"
-                " FROM due WHERE o.id = due.id "
-                "RETURNING o.claim_token,"
-                " o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
-                " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
-                " o.html_body, o.message, o.attempts, o.next_attempt_at, o.sender_id"
-            ).format(t=_table(schema)),
-            {"now": now, "limit": limit, "until": now + lease, "token": token,
-             "own_ok": list(own_senders), "own_all": list(all_own_senders),
-             "default_ok": default_server},
-        )
-        rows = sorted(plain.fetchall(), key=lambda r: (r[16], r[1]))  # next_attempt_at, id
+    cur.execute(
+        sql.SQL(
+            "WITH due AS ("
+            " SELECT id FROM {t} WHERE status = 'pending' AND next_attempt_at <= %(now)s"
+            " AND (lease_until IS NULL OR lease_until <= %(now)s)"
+            " AND (coalesce(sender_id, '') = ANY(%(own_ok)s::text[])"
+            "  OR (%(default_ok)s AND coalesce(sender_id, '') <> ALL(%(own_all)s::text[])))"
+            " ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+            "UPDATE {t} AS o SET lease_until = %(until)s,"
+            " claim_token = pg_backend_pid()::text || ':' || %(token)s"
+            " FROM due WHERE o.id = due.id "
+            "RETURNING o.claim_token,"
+            " o.id, o.dedupe_key, o.kind, o.client_id, o.email_type, o.alert_rule,"
+            " o.from_addr, o.to_addrs, o.cc_addrs, o.done_addrs, o.failed_addrs, o.subject,"
+            " o.html_body, o.message, o.attempts, o.next_attempt_at, o.sender_id"
+        ).format(t=_table(schema)),
+        {"now": now, "limit": limit, "until": now + lease, "token": token,
+         "own_ok": list(own_senders), "own_all": list(all_own_senders),
+         "default_ok": default_server},
+    )
+    rows = sorted(cur.fetchall(), key=lambda r: (r["next_attempt_at"], r["id"]))
     if rows:
-        token = rows[0][0]  # "<backend pid>:<uuid>", the same for every row
-    return [Claimed(id_, key, kind, client_id, email_type, rule, from_addr, list(to),
-                    list(cc), list(done), list(failed), subject, html, bytes(message),
-                    attempts, token, sender_id)
-            for (_, id_, key, kind, client_id, email_type, rule, from_addr, to, cc, done,
-                 failed, subject, html, message, attempts, _, sender_id) in rows]
+        token = rows[0]["claim_token"]  # "<backend pid>:<uuid>", the same for every row
+    return [Claimed(r["id"], r["dedupe_key"], r["kind"], r["client_id"], r["email_type"],
+                    r["alert_rule"], r["from_addr"], list(r["to_addrs"]), list(r["cc_addrs"]),
+                    list(r["done_addrs"]), list(r["failed_addrs"]), r["subject"],
+                    r["html_body"], bytes(r["message"]), r["attempts"], token, r["sender_id"])
+            for r in rows]
 
 
 def next_due(cur: Cursor, schema: str, *, now: dt.datetime,

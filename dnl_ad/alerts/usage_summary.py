@@ -22,7 +22,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg2.extensions
 from psycopg2 import sql
 
 from .. import cdr_api, clock, db
@@ -87,17 +86,12 @@ def fetch_details(cur: db.Cursor, due: list[Due]) -> dict[str, dict[str, list[di
     found: dict[str, dict[str, list[dict]]] = {}
     if not due:
         return found
+    cur.execute(DETAILS, daily_common.windows_params(due))
     raw: dict[str, dict[str, list[list[Any]]]] = {}
-    # plain tuples: a sweep reads several detail rows per client
-    with cur.connection.cursor(cursor_factory=psycopg2.extensions.cursor) as plain:
-        plain.execute(DETAILS, daily_common.windows_params(due))
-        at = {c.name: i for i, c in enumerate(plain.description)}
-        k, s, n, c, z, b, m = (at[f] for f in ("key", "side", "name", "calls", "not_zero",
-                                               "bill_time", "cost"))
-        fetched = plain.fetchall()
-    for r in fetched:
-        rows = raw.setdefault(r[k], {"buy": [], "sell": []})[r[s]]
-        item = [r[n] or "(unknown)", count(r[c]), count(r[z]), int(r[b] or 0), money(r[m])]
+    for r in cur.fetchall():
+        rows = raw.setdefault(r["key"], {"buy": [], "sell": []})[r["side"]]
+        item = [r["name"] or "(unknown)", count(r["calls"]), count(r["not_zero"]),
+                int(r["bill_time"] or 0), money(r["cost"])]
         if len(rows) < DETAIL_ROWS:
             rows.append(item)
         elif len(rows) == DETAIL_ROWS:
