@@ -148,6 +148,8 @@ class _Job(schedule.Job):
         self.last_error = ""
         # after a successful run: (result, end) -> the next run, None for the grid's
         self.reschedule: Callable[[Any, dt.datetime], dt.datetime | None] | None = None
+        # did a run queue mail (then delivery runs in the same tick: Loop._deliver_soon)?
+        self.queued: Callable[[Any], bool] | None = None
 
     @property
     def period(self) -> float:
@@ -262,7 +264,10 @@ class Registry(schedule.Scheduler):
         return next((j for j in self.jobs if j.name == name), None)
 
     def job(self, name: str) -> _Job:
-        return next(j for j in self.jobs if j.name == name)
+        found = self.find(name)
+        if found is None:
+            raise KeyError(name)
+        return found
 
     def run_pending(self, stop: Callable[[], bool] = lambda: False) -> list[str]:
         """Run every due job, earliest first; returns their names. Stops early on request.
@@ -326,18 +331,15 @@ class Loop:
 
     def _build(self) -> None:
         self.registry.clear()
-        self._queues: dict[str, Callable[[Any], bool]] = {}
         for job in self._jobs(self):
             added = self.registry.add(job.name, job.period, job.func)
-            added.reschedule = job.reschedule
-            if job.queued is not None:
-                self._queues[job.name] = job.queued
+            added.reschedule, added.queued = job.reschedule, job.queued
 
     def _deliver_soon(self, name: str, ok: bool, seconds: float, result: Any) -> None:
         """A job queued mail: delivery runs in the same tick, however idle it was."""
-        queued = self._queues.get(name)
-        delivery = self.registry.find("delivery")
-        if ok and queued is not None and delivery is not None and queued(result):
+        ran, delivery = self.registry.find(name), self.registry.find("delivery")
+        if ok and ran is not None and ran.queued is not None and delivery is not None \
+                and ran.queued(result):
             now = self.registry.clock()
             if delivery.next_run is None or delivery.next_run > now:
                 delivery.next_run = now

@@ -258,8 +258,8 @@ def render_capped(template: Any, values: dict[str, Any]) -> str:
     (checked once rendered: the file is trusted not to build gigabytes, and `range()` is
     bounded).
 
-    `values` must already hold the environment's globals (with_globals): it is the
-    context as it is, where Template.render would copy it twice per render (a notice
+    `values` must already hold the environment's globals (render.MailConfig.file_globals):
+    it is the context as it is, where Template.render would copy it twice per render (a notice
     renders three templates from the same values)."""
     env = template.environment
     try:
